@@ -1,0 +1,26 @@
+# The README's two commands: `make search` (the main job) and `make test`.
+# Each creates .venv when missing and installs raynas (editable) with its test extras.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.raynas-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: search test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+search: $(STAMP)
+	$(VENV)/bin/raynas search --config configs/quick-cpu.yaml $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,109 @@
+"""Candidate operations shared by the supernets (ReLU-Conv-BN ordering, as ENAS and NAS-Bench-201)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def batch_norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
+    # Weight-sharing search uses batch statistics (track_running_stats=False): running averages
+    # mixed over many sampled children describe none of them.
+    return nn.BatchNorm2d(channels, affine=True, track_running_stats=track_running_stats)
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, track: bool = False) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            batch_norm(c_out, track),
+        )
+
+
+class SepConv(nn.Sequential):
+    """ReLU, depthwise kxk, pointwise 1x1, BN; ``repeats`` times (ENAS micro stacks two)."""
+
+    def __init__(self, channels: int, kernel: int, repeats: int = 1, track: bool = False) -> None:
+        layers: list[nn.Module] = []
+        for _ in range(repeats):
+            layers += [
+                nn.ReLU(inplace=False),
+                nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False),
+                nn.Conv2d(channels, channels, 1, bias=False),
+                batch_norm(channels, track),
+            ]
+        super().__init__(*layers)
+
+
+def pool(kind: str) -> nn.Module:
+    if kind == "max":
+        return nn.MaxPool2d(3, stride=1, padding=1)
+    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+class FactorizedReduce(nn.Module):
+    """ENAS's stride-2 reduction: two 1x1 convs on pixel grids offset by one, concatenated."""
+
+    def __init__(self, c_in: int, c_out: int, track: bool = False) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.path1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.path2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
+        self.bn = batch_norm(c_out, track)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.path1(x), self.path2(shifted)], dim=1))
+
+
+class ResNetBasicBlock(nn.Module):
+    """NAS-Bench-201's residual reduction block between stages."""
+
+    def __init__(self, c_in: int, c_out: int, track: bool = False) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2, track=track)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, stride=1, track=track)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def stem(c_in: int, c_out: int, track: bool) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), batch_norm(c_out, track))
+
+
+def build_macro_op(name: str, channels: int, track: bool) -> nn.Module:
+    builders = {
+        "conv_3x3": lambda: ReLUConvBN(channels, channels, 3, track=track),
+        "conv_5x5": lambda: ReLUConvBN(channels, channels, 5, track=track),
+        "sep_conv_3x3": lambda: SepConv(channels, 3, track=track),
+        "sep_conv_5x5": lambda: SepConv(channels, 5, track=track),
+        "max_pool_3x3": lambda: pool("max"),
+        "avg_pool_3x3": lambda: pool("avg"),
+    }
+    return builders[name]()
+
+
+def build_micro_op(name: str, channels: int, track: bool) -> nn.Module:
+    builders = {
+        "sep_conv_3x3": lambda: SepConv(channels, 3, repeats=2, track=track),
+        "sep_conv_5x5": lambda: SepConv(channels, 5, repeats=2, track=track),
+        "avg_pool_3x3": lambda: pool("avg"),
+        "max_pool_3x3": lambda: pool("max"),
+        "identity": nn.Identity,
+    }
+    return builders[name]()
+
+
+def build_nb201_op(name: str, channels: int, track: bool) -> nn.Module | None:
+    """``None`` for NAS-Bench-201's ``none`` (the edge carries nothing)."""
+    builders = {
+        "none": lambda: None,
+        "skip_connect": nn.Identity,
+        "nor_conv_1x1": lambda: ReLUConvBN(channels, channels, 1, track=track),
+        "nor_conv_3x3": lambda: ReLUConvBN(channels, channels, 3, track=track),
+        "avg_pool_3x3": lambda: pool("avg"),
+    }
+    return builders[name]()

@@ -1,0 +1,59 @@
+"""What every supernet shares: its config, the fixed-architecture (child) mode and the head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from controller_policy.spaces import Arch, SearchSpace
+
+
+@dataclass
+class SupernetConfig:
+    """Widths and depths of the shared-weight network (tiny on CPU presets, paper-sized on GPU)."""
+
+    channels: int = 16  # macro: filters of every layer; micro/nb201: filters of the first stage
+    num_cells: int = 1  # micro: normal cells per stage; nb201: cells per stage (5 in NAS-Bench-201)
+    dropout: float = 0.0  # before the classifier
+    bn_track_running_stats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.channels < 2:
+            raise ValueError(f"supernet.channels must be >= 2, got {self.channels}")
+        if self.num_cells < 1:
+            raise ValueError(f"supernet.num_cells must be >= 1, got {self.num_cells}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"supernet.dropout must lie in [0, 1), got {self.dropout}")
+
+
+class Supernet(nn.Module):
+    """A network over a search space. With ``arch`` given it is a standalone child: only the
+    modules of that architecture exist (own weights, same parameter names as the supernet, so
+    ``load_shared_weights`` can copy them over)."""
+
+    def __init__(self, space: SearchSpace, config: SupernetConfig, arch: Sequence[int] | None) -> None:
+        super().__init__()
+        self.space = space
+        self.config = config
+        self.fixed_arch: Arch | None = space.validate(arch) if arch is not None else None
+
+    def _candidates(self, chosen: int, num: int) -> list[int]:
+        """Choices that get modules: all in the supernet, the chosen one in a child."""
+        return [chosen] if self.fixed_arch is not None else list(range(num))
+
+    def _arch(self, arch: Sequence[int] | None) -> Sequence[int]:
+        if arch is None:
+            if self.fixed_arch is None:
+                raise ValueError("a supernet's forward needs an architecture")
+            return self.fixed_arch
+        if self.fixed_arch is not None and list(arch) != self.fixed_arch:
+            raise ValueError("this child network is fixed to another architecture")
+        return arch
+
+    def _head(self, channels: int, num_classes: int) -> None:
+        self.dropout = nn.Dropout(self.config.dropout)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def _classify(self, x: Tensor) -> Tensor:
+        return self.classifier(self.dropout(x.mean(dim=(2, 3))))
