@@ -17,7 +17,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 search: $(STAMP)
-	$(VENV)/bin/raynas search --config configs/quick-cpu.yaml $(ARGS)
+	test -f runs/nb201-landscape.json || $(VENV)/bin/raynas make-table --seed 0 --out runs/nb201-landscape.json
+	$(VENV)/bin/raynas search --config configs/tabular-nb201.yaml $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

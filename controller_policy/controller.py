@@ -56,7 +56,8 @@ class ControllerOutput:
     log_probs: Tensor  # [B, T]
     entropies: Tensor  # [B, T]
     logits: Tensor  # [B, T, max_choices], illegal choices at -inf
-    skip_kl: Tensor  # [B]: ENAS skip penalty, KL(skip prob || skip_target) summed over skip bits
+    hidden: Tensor  # [B, T, hidden_size]: the LSTM output each decision was read from
+    skip_kls: Tensor  # [B, T]: ENAS skip penalty KL(skip prob || skip_target) at skip bits, else 0
 
     @property
     def log_prob(self) -> Tensor:
@@ -65,6 +66,10 @@ class ControllerOutput:
     @property
     def entropy(self) -> Tensor:
         return self.entropies.sum(-1)
+
+    @property
+    def skip_kl(self) -> Tensor:
+        return self.skip_kls.sum(-1)
 
 
 class ENASController(nn.Module):
@@ -92,14 +97,18 @@ class ENASController(nn.Module):
         """Sample ``batch_size`` legal architectures with their log-probs and entropies."""
         return self._walk(batch_size, None, generator)
 
-    def evaluate(self, actions: Tensor | Sequence[Sequence[int]]) -> ControllerOutput:
-        """Score given architectures (teacher forcing): the same numbers ``sample`` reports."""
+    def evaluate(self, actions: Tensor | Sequence[Sequence[int]], upto: int | None = None) -> ControllerOutput:
+        """Score given architectures (teacher forcing): the same numbers ``sample`` reports.
+
+        With ``upto``, only the first ``upto`` decisions are walked; later entries of ``actions``
+        are ignored (the walk is causal), so a padded prefix is enough.
+        """
         actions = torch.as_tensor(actions, dtype=torch.long, device=self.g_emb.device)
         if actions.dim() == 1:
             actions = actions.unsqueeze(0)
         if actions.shape[1] != self.space.num_decisions:
             raise ValueError(f"expected {self.space.num_decisions} decisions per architecture, got {actions.shape[1]}")
-        return self._walk(actions.shape[0], actions, None)
+        return self._walk(actions.shape[0], actions, None, upto)
 
     def sample_archs(self, n: int, generator: torch.Generator | None = None) -> list[list[int]]:
         with torch.no_grad():
@@ -127,9 +136,10 @@ class ENASController(nn.Module):
         """Scores [B, N] of N anchors (pre-projected, [B, N, H]) against query h [B, H]."""
         return self.v_attn(torch.tanh(anchors_prev + self.w_attn_curr(h).unsqueeze(1))).squeeze(-1)
 
-    def _walk(self, batch: int, given: Tensor | None, generator: torch.Generator | None) -> ControllerOutput:
+    def _walk(self, batch: int, given: Tensor | None, generator: torch.Generator | None,
+              upto: int | None = None) -> ControllerOutput:
         space, device = self.space, self.g_emb.device
-        decisions, k_max = space.decisions, space.max_choices
+        decisions, k_max = space.decisions[: upto or None], space.max_choices
         hsz = self.config.hidden_size
         state = [(torch.zeros(batch, hsz, device=device), torch.zeros(batch, hsz, device=device)) for _ in self.lstm]
         g_emb = self.g_emb.expand(batch, hsz)
@@ -138,8 +148,8 @@ class ENASController(nn.Module):
         anchors_prev: list[Tensor] = []  # the same, projected by W_prev
         block_h: Tensor | None = None  # the anchor step's output of the current block (skip bits)
         block_skips: list[tuple[int, Tensor]] = []
-        actions, log_probs, entropies, logits_out = [], [], [], []
-        skip_kl = torch.zeros(batch, device=device)
+        actions, log_probs, entropies, logits_out, hidden, skip_kls = [], [], [], [], [], []
+        no_kl = torch.zeros(batch, device=device)
 
         def add_anchor(h: Tensor) -> None:
             anchors.append(h)
@@ -161,7 +171,8 @@ class ENASController(nn.Module):
             else:  # SKIP: every bit of the block is read from one LSTM step
                 if block_h is None:
                     block_h = self._lstm_step(inp, state)
-                q = self._squash(self._attention(anchors_prev[d.target].unsqueeze(1), block_h)).squeeze(1)
+                h = block_h
+                q = self._squash(self._attention(anchors_prev[d.target].unsqueeze(1), h)).squeeze(1)
                 logits = torch.stack([-q, q], dim=-1)
             padded = logits.new_full((batch, k_max), -math.inf)
             padded[:, : logits.shape[1]] = logits
@@ -175,6 +186,7 @@ class ENASController(nn.Module):
             log_probs.append(dist.log_prob(a))
             entropies.append(dist.entropy())
             logits_out.append(padded)
+            hidden.append(h)
             a = a.clamp(0, d.num_choices - 1)  # an illegal given action already scored -inf; walk on
             if d.kind in (OP, EDGE_OP):
                 inp = self.embeddings[d.kind](a)
@@ -183,8 +195,10 @@ class ENASController(nn.Module):
             else:
                 p_skip = dist.probs[:, 1].clamp(1e-6, 1 - 1e-6)
                 tgt = self.config.skip_target
-                skip_kl = skip_kl + p_skip * torch.log(p_skip / tgt) + (1 - p_skip) * torch.log((1 - p_skip) / (1 - tgt))
+                skip_kls.append(p_skip * torch.log(p_skip / tgt) + (1 - p_skip) * torch.log((1 - p_skip) / (1 - tgt)))
                 block_skips.append((d.target, a))
+            if d.kind != SKIP:
+                skip_kls.append(no_kl)
             block_ends = t + 1 == len(decisions) or decisions[t + 1].block != d.block
             if block_ends and self.uses_anchors:
                 if block_h is None:  # no skip bits in this block: a dedicated anchor step
@@ -201,5 +215,6 @@ class ENASController(nn.Module):
             log_probs=torch.stack(log_probs, 1),
             entropies=torch.stack(entropies, 1),
             logits=torch.stack(logits_out, 1),
-            skip_kl=skip_kl,
+            hidden=torch.stack(hidden, 1),
+            skip_kls=torch.stack(skip_kls, 1),
         )

@@ -1,0 +1,10 @@
+"""Controller-training algorithms on RLlib's new API stack, one per file (as RLlib's own)."""
+from .ppo import PPOSearch, PPOSearchConfig
+from .random_search import RandomSearch, RandomSearchConfig
+from .reinforce import Reinforce, ReinforceConfig
+from .search import SEARCH, SearchAlgorithmMixin, SearchConfigMixin, build_evaluator
+
+ALGORITHMS = {"ppo": PPOSearchConfig, "reinforce": ReinforceConfig, "random": RandomSearchConfig}
+
+__all__ = ["ALGORITHMS", "PPOSearch", "PPOSearchConfig", "RandomSearch", "RandomSearchConfig", "Reinforce",
+           "ReinforceConfig", "SEARCH", "SearchAlgorithmMixin", "SearchConfigMixin", "build_evaluator"]

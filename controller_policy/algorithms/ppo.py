@@ -1,0 +1,69 @@
+"""RLlib's own PPO, configured for one terminal reward per episode and driven by the search step."""
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
+
+from ..rl_module import SKIP_KL
+from .search import SearchAlgorithmMixin, SearchConfigMixin
+
+
+class PPOSearchConfig(SearchConfigMixin, PPOConfig):
+    """PPO defaults for architecture episodes: gamma = lambda = 1 (the value target of every
+    decision is the terminal reward), entropy bonus, clip 0.2, several epochs over 2 minibatches.
+    ``ppo_minibatches`` splits each iteration's episodes; RLlib's ``minibatch_size`` follows it."""
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or PPOSearch)
+        self.gamma = 1.0
+        self.lambda_ = 1.0
+        self.lr = 0.0035
+        self.entropy_coeff = 0.01
+        self.clip_param = 0.2
+        self.num_epochs = 10
+        self.use_kl_loss = False
+        self.vf_loss_coeff = 0.5
+        self.vf_clip_param = float("inf")
+        self.grad_clip = 5.0
+        self.ppo_minibatches = 2
+        self._init_search()
+
+    def training(self, *, ppo_minibatches: int | Any = None, **kwargs) -> "PPOSearchConfig":
+        super().training(**kwargs)
+        if ppo_minibatches is not None:
+            self.ppo_minibatches = ppo_minibatches
+            self._sync_env()
+        return self
+
+    def _sync_env(self) -> None:
+        super()._sync_env()
+        self.minibatch_size = max(1, self.train_batch_size_per_learner // max(1, self.ppo_minibatches))
+
+    def get_default_learner_class(self):
+        return ENASPPOTorchLearner
+
+
+class ENASPPOTorchLearner(PPOTorchLearner):
+    """PPO's loss, plus ENAS's skip penalty (KL of skip density to its target) when asked for."""
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+        if config.skip_weight > 0:
+            per_row = fwd_out[SKIP_KL]
+            if Columns.LOSS_MASK in batch:  # PPO's artificial bootstrap timesteps carry no decision
+                per_row = per_row[batch[Columns.LOSS_MASK]]
+            skip_kl = per_row.mean() * self.module[module_id].controller.space.num_decisions  # per architecture
+            loss = loss + config.skip_weight * skip_kl
+            self.metrics.log_value((module_id, "skip_kl"), skip_kl.detach(), window=1)
+        return loss
+
+
+class PPOSearch(SearchAlgorithmMixin, PPO):
+    search_algo_name = "ppo"
+
+    @classmethod
+    def get_default_config(cls) -> PPOSearchConfig:
+        return PPOSearchConfig()

@@ -1,0 +1,23 @@
+"""Random search through the same harness: uniform legal architectures, no learning."""
+from __future__ import annotations
+
+from ray.rllib.algorithms.algorithm import Algorithm
+
+from .reinforce import ReinforceConfig
+from .search import SearchAlgorithmMixin
+
+
+class RandomSearchConfig(ReinforceConfig):
+    uniform_policy = True
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or RandomSearch)
+
+
+class RandomSearch(SearchAlgorithmMixin, Algorithm):
+    search_algo_name = "random"
+    learns = False
+
+    @classmethod
+    def get_default_config(cls) -> RandomSearchConfig:
+        return RandomSearchConfig()

@@ -1,0 +1,50 @@
+"""REINFORCE with an exponential-moving-average baseline: how ENAS trains its controller."""
+from __future__ import annotations
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+
+from .search import SearchAlgorithmMixin, SearchConfigMixin
+
+
+class ReinforceConfig(SearchConfigMixin, AlgorithmConfig):
+    """ENAS defaults: Adam (lr 0.00035), baseline decay 0.99; one gradient step per iteration."""
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or Reinforce)
+        self.lr = 0.00035
+        self.gamma = 1.0
+        self.entropy_weight = 0.01
+        self.baseline_decay = 0.99
+        self.baseline_init: float | None = None  # None: the first batch's mean reward; ENAS used 0
+        self.num_epochs = 1
+        self.minibatch_size = None
+        self.grad_clip = None
+        self._init_search()
+
+    def training(self, *, entropy_weight: float = NotProvided, baseline_decay: float = NotProvided,
+                 baseline_init: float | None = NotProvided, **kwargs) -> "ReinforceConfig":
+        super().training(**kwargs)
+        for key, value in [("entropy_weight", entropy_weight), ("baseline_decay", baseline_decay),
+                           ("baseline_init", baseline_init)]:
+            if value is not NotProvided:
+                setattr(self, key, value)
+        return self
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay}")
+
+    def get_default_learner_class(self):
+        from .reinforce_learner import ReinforceTorchLearner
+
+        return ReinforceTorchLearner
+
+
+class Reinforce(SearchAlgorithmMixin, Algorithm):
+    search_algo_name = "reinforce"
+
+    @classmethod
+    def get_default_config(cls) -> ReinforceConfig:
+        return ReinforceConfig()

@@ -1,0 +1,179 @@
+"""What PPO, REINFORCE and random search share: one iteration samples exactly the episodes the
+budget allows, scores their architectures in one batch, records them, then (if the algorithm
+learns) updates the controller on RLlib's learners.
+
+Budget = number of architectures evaluated; every sampled architecture counts, repeats included.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    ALL_MODULES, ENV_RUNNER_RESULTS, ENV_RUNNER_SAMPLING_TIMER, LEARNER_RESULTS, LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_MODULE_STEPS_TRAINED_LIFETIME, SYNCH_WORKER_WEIGHTS_TIMER, TIMERS,
+)
+
+from ..env import ArchitectureEnv
+from ..evaluators import Evaluation, Evaluator, TableEvaluator
+from ..rl_module import ControllerRLModule, controller_model_config
+from ..spaces import SearchSpace, build_space
+from ..trajectory import TrajectoryRecorder
+
+SEARCH = "search"
+
+
+class SearchConfigMixin:
+    """Search settings of an ``AlgorithmConfig`` (set them with ``.search(...)``)."""
+
+    uniform_policy = False  # random search samples uniformly instead of from the controller
+
+    def _init_search(self) -> None:
+        self.space_name = "nb201"
+        self.space_params: dict[str, Any] = {}
+        self.controller_config: dict[str, Any] = {}
+        self.evaluator_config: dict[str, Any] | None = None
+        self.budget = 100
+        self.episodes_per_iteration = 16
+        self.out_dir: str | None = None
+        self.reward_scale: float | str = "auto"
+        self.skip_weight = 0.0
+        self.batch_mode = "complete_episodes"
+        self.num_env_runners = 0
+        self._sync_env()
+
+    def search(self, *, space: str = NotProvided, space_params: dict = NotProvided, controller: dict = NotProvided,
+               evaluator: dict | None = NotProvided, budget: int = NotProvided,
+               episodes_per_iteration: int = NotProvided, out_dir: str | None = NotProvided,
+               reward_scale: float | str = NotProvided, skip_weight: float = NotProvided):
+        """``evaluator``: ``{"type": "table", "path": FILE, "reward_key": KEY}``, or None when a
+        subclass scores architectures itself (weight sharing). ``reward_scale``: multiplies rewards
+        before learning (``"auto"``: 1 / the table's largest |reward|, 1 otherwise)."""
+        for key, value in [("space_name", space), ("space_params", space_params), ("controller_config", controller),
+                           ("evaluator_config", evaluator), ("budget", budget),
+                           ("episodes_per_iteration", episodes_per_iteration), ("out_dir", out_dir),
+                           ("reward_scale", reward_scale), ("skip_weight", skip_weight)]:
+            if value is not NotProvided:
+                setattr(self, key, value)
+        self._sync_env()
+        return self
+
+    def _sync_env(self) -> None:
+        self.env = ArchitectureEnv
+        self.env_config = {"space": self.space_name, "space_params": dict(self.space_params)}
+        steps = self.episodes_per_iteration * build_space(self.space_name, **self.space_params).num_decisions
+        self.train_batch_size_per_learner = steps
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(
+            module_class=ControllerRLModule,
+            model_config=controller_model_config(self.space_name, self.space_params, self.controller_config,
+                                                 uniform=self.uniform_policy),
+        )
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.budget, int) or self.budget < 1:
+            raise ValueError(f"budget must be a positive integer, got {self.budget!r}")
+        if self.episodes_per_iteration < 1:
+            raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
+        if self.reward_scale != "auto" and not (isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0):
+            raise ValueError(f"reward_scale must be 'auto' or a positive number, got {self.reward_scale!r}")
+
+
+def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None) -> Evaluator | None:
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind == "table":
+        return TableEvaluator(space, spec["path"], spec.get("reward_key"))
+    raise ValueError(f"unknown evaluator type {kind!r}; available here: 'table'")
+
+
+class SearchAlgorithmMixin:
+    """``training_step`` of every search algorithm; subclasses may override ``evaluate_architectures``."""
+
+    learns = True
+
+    def setup(self, config) -> None:
+        super().setup(config)
+        self.space = build_space(self.config.space_name, **self.config.space_params)
+        self.evaluator = build_evaluator(self.space, self.config.evaluator_config)
+        self.reward_scale = self._resolve_reward_scale()
+        meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
+                "space": self.space.name}
+        self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta)
+
+    def _resolve_reward_scale(self) -> float:
+        if self.config.reward_scale != "auto":
+            return float(self.config.reward_scale)
+        if isinstance(self.evaluator, TableEvaluator):
+            top = max(abs(m[self.evaluator.reward_key] if self.evaluator.reward_key else next(iter(m.values())))
+                      for m in self.evaluator.table.values())
+            return 1.0 / top if top > 0 else 1.0
+        return 1.0
+
+    @property
+    def search_done(self) -> bool:
+        return self.recorder.count >= self.config.budget
+
+    def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
+        if self.evaluator is None:
+            raise ValueError("no evaluator configured: pass search(evaluator=...) or override evaluate_architectures")
+        return self.evaluator.evaluate(archs)
+
+    def training_step(self) -> None:
+        n = min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count)
+        if n <= 0:
+            return
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes = self._sample_episodes(n)
+        archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
+        evaluations = self.evaluate_architectures(archs)
+        for ep, ev in zip(episodes, evaluations):
+            ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
+        self.recorder.record(archs, evaluations)
+        self._log_search_metrics(evaluations)
+        if self.learns:
+            self._update_controller(episodes)
+
+    def _sample_episodes(self, n: int) -> list:
+        group = self.env_runner_group
+        if group.num_remote_workers() <= 0:
+            sampled = [(self.env_runner.sample(num_episodes=n), self.env_runner.get_metrics())]
+        else:
+            per_runner = math.ceil(n / group.num_remote_workers())
+            sampled = group.foreach_env_runner(
+                lambda runner: (runner.sample(num_episodes=per_runner), runner.get_metrics()),
+                local_env_runner=False,
+            )
+        self.metrics.aggregate([metrics for _, metrics in sampled], key=ENV_RUNNER_RESULTS)
+        return [ep for episodes, _ in sampled for ep in episodes][:n]
+
+    def _log_search_metrics(self, evaluations: list[Evaluation]) -> None:
+        rewards = np.array([e.reward for e in evaluations])
+        for key, value in [("archs_sampled", self.recorder.count), ("reward_mean", rewards.mean()),
+                           ("reward_max", rewards.max()), ("best_reward", self.recorder.best["reward"]),
+                           ("done", float(self.search_done))]:
+            self.metrics.log_value((SEARCH, key), float(value), window=1)
+
+    def _update_controller(self, episodes: list) -> None:
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0),
+                    NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                        (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0),
+                },
+                num_epochs=self.config.num_epochs,
+                minibatch_size=self.config.minibatch_size,
+                shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+            )
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)

@@ -1,0 +1,86 @@
+"""Evaluators turn architectures into rewards, in batches.
+
+The RL layer only sees this interface; the weight-sharing search plugs its supernet actors in
+behind it (``supernet_worker``), the tabular mode reads a benchmark table.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from .spaces import SearchSpace
+
+
+@dataclass
+class Evaluation:
+    reward: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Evaluation]:
+        """One evaluation per architecture, in order."""
+        ...
+
+
+class TableEvaluator:
+    """Rewards looked up in a JSON table: ``{"<canonical arch>": number | {"metric": number, ...}}``.
+
+    This is how NAS-Bench-style tabular benchmarks are searched without training anything.
+    Keys are parsed with the space (so any accepted spelling works) and re-keyed canonically.
+    """
+
+    def __init__(self, space: SearchSpace, path: str | Path, reward_key: str | None = None) -> None:
+        self.space, self.path, self.reward_key = space, Path(path), reward_key
+        try:
+            raw = json.loads(self.path.read_text())
+        except OSError as exc:
+            raise ValueError(f"cannot read table {self.path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"table {self.path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError(f"table {self.path} must be a non-empty JSON object mapping architectures to results")
+        self.table: dict[str, dict[str, float]] = {}
+        for key, value in raw.items():
+            try:
+                canonical = space.to_string(space.from_string(key))
+            except ValueError as exc:
+                raise ValueError(f"table {self.path}: key {key!r} is not a {space.name} architecture: {exc}") from None
+            self.table[canonical] = self._metrics(key, value)
+
+    def _metrics(self, key: str, value: Any) -> dict[str, float]:
+        where = f"table {self.path}: entry {key!r}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics = {self.reward_key or "reward": float(value)}
+        elif isinstance(value, dict):
+            metrics = {}
+            for name, v in value.items():
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise ValueError(f"{where}: metric {name!r} must be a number, got {v!r}")
+                metrics[name] = float(v)
+        else:
+            raise ValueError(f"{where}: value must be a number or an object of named metrics")
+        if self.reward_key is not None and self.reward_key not in metrics:
+            raise ValueError(f"{where} has no reward key {self.reward_key!r} (it has: {', '.join(metrics)})")
+        if self.reward_key is None and len(metrics) != 1:
+            raise ValueError(f"{where} has several metrics ({', '.join(metrics)}): choose one as the reward key")
+        if any(not math.isfinite(v) for v in metrics.values()):
+            raise ValueError(f"{where}: metrics must be finite numbers")
+        return metrics
+
+    def lookup(self, arch: Sequence[int]) -> dict[str, float]:
+        key = self.space.to_string(arch)
+        if key not in self.table:
+            raise KeyError(f"architecture {key} is not in table {self.path}")
+        return self.table[key]
+
+    def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Evaluation]:
+        out = []
+        for arch in archs:
+            metrics = self.lookup(arch)
+            reward = metrics[self.reward_key] if self.reward_key else next(iter(metrics.values()))
+            out.append(Evaluation(reward, dict(metrics)))
+        return out

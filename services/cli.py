@@ -1,0 +1,72 @@
+"""The ``raynas`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Sequence
+
+from .config import ConfigError, load_config
+
+
+def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = [("space.name", args.space), ("evaluator.type", args.evaluator), ("evaluator.table", args.table),
+             ("evaluator.reward_key", args.reward_key), ("algo", args.algo), ("budget", args.budget),
+             ("seed", args.seed), ("out", args.out), ("ray_address", args.address)]
+    return {key: value for key, value in pairs if value is not None}
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .search import fail, run_search
+
+    try:
+        cfg = load_config(args.config, _search_overrides(args))
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        summary = run_search(cfg)
+    except (KeyError, ValueError) as exc:  # e.g. an architecture missing from the table
+        fail(f"{exc.args[0] if exc.args else exc} (results so far are in {cfg.out})")
+    best = summary["best"]
+    print(f"[raynas] done: best reward {best['reward']:.4f} at sample {best['sample']}: {best['arch']}")
+    print(f"[raynas] results in {cfg.out}/ (trajectory.jsonl, summary.json)")
+
+
+def cmd_make_table(args: argparse.Namespace) -> None:
+    from controller_policy.landscapes import nb201_landscape
+
+    with open(args.out, "w") as f:
+        json.dump(nb201_landscape(args.seed), f)
+    print(f"wrote a generated nb201 landscape (seed {args.seed}) to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="run one architecture search")
+    search.add_argument("--config", help="YAML config (flags override it)")
+    search.add_argument("--space", help="enas_macro | enas_micro | nb201")
+    search.add_argument("--evaluator", help="table")
+    search.add_argument("--table", help="JSON table for --evaluator table")
+    search.add_argument("--reward-key", help="metric of the table used as reward")
+    search.add_argument("--algo", help="ppo | reinforce | random")
+    search.add_argument("--budget", type=int, help="architectures to evaluate")
+    search.add_argument("--seed", type=int)
+    search.add_argument("--out", help="output directory")
+    search.add_argument("--address", help="Ray cluster address (default: a running one, else embedded)")
+    search.set_defaults(func=cmd_search)
+
+    table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
+    table.add_argument("--seed", type=int, default=0)
+    table.add_argument("--out", required=True)
+    table.set_defaults(func=cmd_make_table)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
