@@ -60,24 +60,26 @@ class ControllerRLModule(TorchRLModule, ValueFunctionAPI):
     def _at(values: Tensor, step: Tensor) -> Tensor:
         return values[torch.arange(len(step), device=step.device), step]
 
-    def _logits(self, out: ControllerOutput, step: Tensor, batch: dict[str, Any]) -> Tensor:
-        if self.uniform:
-            mask = batch[Columns.OBS]["action_mask"]
-            return torch.where(mask > 0, torch.zeros_like(mask), torch.full_like(mask, MASKED_LOGIT))
+    def _logits(self, out: ControllerOutput, step: Tensor) -> Tensor:
         return self._at(out.logits, step).clamp(min=MASKED_LOGIT)
+
+    @staticmethod
+    def _uniform_logits(batch: dict[str, Any]) -> Tensor:
+        mask = batch[Columns.OBS]["action_mask"]
+        return torch.where(mask > 0, torch.zeros_like(mask), torch.full_like(mask, MASKED_LOGIT))
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         if self.uniform:
-            return {Columns.ACTION_DIST_INPUTS: self._logits(None, None, batch)}
+            return {Columns.ACTION_DIST_INPUTS: self._uniform_logits(batch)}
         out, step = self._walk(batch)
-        return {Columns.ACTION_DIST_INPUTS: self._logits(out, step, batch)}
+        return {Columns.ACTION_DIST_INPUTS: self._logits(out, step)}
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         out, step = self._walk(batch)
         return {
-            Columns.ACTION_DIST_INPUTS: self._logits(out, step, batch),
+            Columns.ACTION_DIST_INPUTS: self._uniform_logits(batch) if self.uniform else self._logits(out, step),
             Columns.EMBEDDINGS: self._at(out.hidden, step),
             SKIP_KL: self._at(out.skip_kls, step),
         }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, load_config
@@ -11,31 +12,41 @@ from .config import ConfigError, load_config
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = [("space.name", args.space), ("evaluator.type", args.evaluator), ("evaluator.table", args.table),
              ("evaluator.reward_key", args.reward_key), ("algo", args.algo), ("budget", args.budget),
-             ("seed", args.seed), ("out", args.out), ("ray_address", args.address)]
+             ("seed", args.seed), ("out", args.out), ("ray_address", args.address),
+             ("weight_sharing.epochs", args.epochs), ("weight_sharing.workers", args.workers),
+             ("weight_sharing.gpus_per_worker", args.gpus_per_worker), ("data.data_dir", args.data_dir)]
     return {key: value for key, value in pairs if value is not None}
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from .search import fail, run_search
+    from .search import fail, load_run_config, run_search
 
     try:
-        cfg = load_config(args.config, _search_overrides(args))
-    except ConfigError as exc:
+        if args.resume:
+            cfg = load_run_config(Path(args.resume))
+        else:
+            cfg = load_config(args.config, _search_overrides(args))
+    except (ConfigError, ValueError) as exc:
         fail(str(exc))
     try:
-        summary = run_search(cfg)
+        summary = run_search(cfg, resume=bool(args.resume))
     except (KeyError, ValueError) as exc:  # e.g. an architecture missing from the table
         fail(f"{exc.args[0] if exc.args else exc} (results so far are in {cfg.out})")
     best = summary["best"]
     print(f"[raynas] done: best reward {best['reward']:.4f} at sample {best['sample']}: {best['arch']}")
-    print(f"[raynas] results in {cfg.out}/ (trajectory.jsonl, summary.json)")
+    if cfg.uses_supernet:
+        derived = json.loads((Path(cfg.out) / "best_arch.json").read_text())
+        print(f"[raynas] derived architecture (validation accuracy {derived['valid_accuracy']:.4f} on the whole "
+              f"validation split): {derived['arch']}")
+    print(f"[raynas] results in {cfg.out}/")
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:
     from controller_policy.landscapes import nb201_landscape
 
-    with open(args.out, "w") as f:
-        json.dump(nb201_landscape(args.seed), f)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(nb201_landscape(args.seed)))
     print(f"wrote a generated nb201 landscape (seed {args.seed}) to {args.out}")
 
 
@@ -54,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int)
     search.add_argument("--out", help="output directory")
     search.add_argument("--address", help="Ray cluster address (default: a running one, else embedded)")
+    search.add_argument("--epochs", type=int, help="ENAS epochs (weight sharing)")
+    search.add_argument("--workers", type=int, help="supernet workers (weight sharing)")
+    search.add_argument("--gpus-per-worker", type=float, help="GPUs per supernet worker")
+    search.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
+    search.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
     search.set_defaults(func=cmd_search)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")

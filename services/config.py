@@ -13,8 +13,11 @@ import yaml
 from controller_policy import ControllerConfig
 from controller_policy.algorithms import ALGORITHMS
 from controller_policy.spaces import SPACES, build_space
+from supernet_worker.data import DataConfig
+from supernet_worker.supernets import SupernetConfig
+from supernet_worker.worker import OptimConfig
 
-EVALUATORS = ("table",)
+EVALUATORS = ("supernet", "table")
 
 
 class ConfigError(ValueError):
@@ -29,35 +32,55 @@ class SpaceSection:
 
 @dataclass
 class EvaluatorSection:
-    type: str = "table"
+    type: str = "supernet"  # weight sharing; "table": look rewards up in a JSON benchmark table
     table: str | None = None  # JSON file: {"<canonical arch>": number | {"metric": number}}
     reward_key: str | None = None
 
 
 @dataclass
 class PPOSection:
-    lr: float = 0.0035
-    entropy_coeff: float = 0.01
-    clip_param: float = 0.2
-    num_epochs: int = 10
-    minibatches: int = 2
-    vf_loss_coeff: float = 0.5
+    """Overrides of PPOSearchConfig's defaults (null: keep the algorithm's default)."""
+
+    lr: float | None = None
+    entropy_coeff: float | None = None
+    clip_param: float | None = None
+    num_epochs: int | None = None
+    minibatches: int | None = None
+    vf_loss_coeff: float | None = None
 
 
 @dataclass
 class ReinforceSection:
-    lr: float = 0.0035
-    entropy_weight: float = 0.01
-    baseline_decay: float = 0.99
+    """Overrides of ReinforceConfig's defaults (null: keep the algorithm's default)."""
+
+    lr: float | None = None
+    entropy_weight: float | None = None
+    baseline_decay: float | None = None
     baseline_init: float | None = None
+
+
+@dataclass
+class WeightSharingSection:
+    """The supernet phase of each ENAS epoch and the final derivation."""
+
+    epochs: int = 10
+    archs_per_epoch: int = 64  # architectures the controller samples (and is rewarded for) per epoch
+    train_steps: int | None = None  # shared-weight steps per epoch; None: one pass over the training split
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_restarts: int = 3  # per worker, by Ray
+    derive_samples: int = 100  # architectures sampled from the final controller ...
+    top_k: int = 5  # ... scored on the whole validation split; the best k are kept
+    checkpoint_every: int = 1  # epochs
 
 
 @dataclass
 class SearchConfig:
     algo: str = "ppo"
     seed: int = 0
-    budget: int = 100  # architectures evaluated, repeats included
-    episodes_per_iteration: int = 16  # architectures per controller update
+    budget: int | None = None  # architectures evaluated (table: default 100; weight sharing: epochs x archs_per_epoch)
+    episodes_per_iteration: int = 8  # architectures per controller update
     out: str = "runs/search"
     reward_scale: float | str = "auto"
     skip_weight: float = 0.0
@@ -68,6 +91,14 @@ class SearchConfig:
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     ppo: PPOSection = field(default_factory=PPOSection)
     reinforce: ReinforceSection = field(default_factory=ReinforceSection)
+    weight_sharing: WeightSharingSection = field(default_factory=WeightSharingSection)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @property
+    def uses_supernet(self) -> bool:
+        return self.evaluator.type == "supernet"
 
     def validate(self) -> "SearchConfig":
         if self.algo not in ALGORITHMS:
@@ -78,6 +109,27 @@ class SearchConfig:
             build_space(self.space.name, **self.space.params)
         except ValueError as exc:
             raise ConfigError(f"space.params: {exc}") from None
+        ws = self.weight_sharing
+        if self.uses_supernet:
+            for key in ("epochs", "archs_per_epoch", "workers", "derive_samples", "top_k", "checkpoint_every"):
+                if getattr(ws, key) < 1:
+                    raise ConfigError(f"weight_sharing.{key} must be >= 1, got {getattr(ws, key)}")
+            if ws.train_steps is not None and ws.train_steps < 1:
+                raise ConfigError(f"weight_sharing.train_steps must be >= 1 or null, got {ws.train_steps}")
+            if ws.gpus_per_worker < 0 or ws.cpus_per_worker <= 0:
+                raise ConfigError("weight_sharing.gpus_per_worker must be >= 0 and cpus_per_worker > 0")
+            if ws.max_restarts < 0:
+                raise ConfigError(f"weight_sharing.max_restarts must be >= 0, got {ws.max_restarts}")
+            if self.data.source != "synthetic" and not self.data.data_dir:
+                raise ConfigError("data.data_dir: a dataset directory is required (--data-dir DIR), "
+                                  "or data.source: synthetic")
+            expected = ws.epochs * ws.archs_per_epoch
+            if self.budget is not None and self.budget != expected:
+                raise ConfigError(f"budget ({self.budget}) must equal weight_sharing.epochs x archs_per_epoch "
+                                  f"({expected}) with the supernet evaluator; leave budget unset")
+            self.budget = expected
+        elif self.budget is None:
+            self.budget = 100
         if self.budget < 1:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
         if self.episodes_per_iteration < 1:
@@ -90,8 +142,9 @@ class SearchConfig:
             raise ConfigError(f"reward_scale must be 'auto' or a positive number, got {self.reward_scale!r}")
         for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",))):
             for key in keys:
-                if getattr(getattr(self, section), key) <= 0:
-                    raise ConfigError(f"{section}.{key} must be > 0")
+                value = getattr(getattr(self, section), key)
+                if value is not None and value <= 0:
+                    raise ConfigError(f"{section}.{key} must be > 0, got {value}")
         return self
 
 

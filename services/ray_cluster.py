@@ -18,3 +18,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     except ConnectionError:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
+
+
+def check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    """Refuse, before anything starts, a request the cluster can never satisfy."""
+    total = ray.cluster_resources()
+    need_gpus, have_gpus = workers * gpus_per_worker, total.get("GPU", 0.0)
+    if need_gpus > have_gpus:
+        raise ValueError(f"weight_sharing.gpus_per_worker: {workers} workers x {gpus_per_worker:g} GPUs = {need_gpus:g} "
+                         f"GPUs, but the cluster has {have_gpus:g}")
+    need_cpus, have_cpus = workers * cpus_per_worker, total.get("CPU", 0.0)
+    if need_cpus > have_cpus:
+        raise ValueError(f"weight_sharing.cpus_per_worker: {workers} workers x {cpus_per_worker:g} CPUs = "
+                         f"{need_cpus:g} CPUs, but the cluster has {have_cpus:g}")

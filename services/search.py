@@ -1,7 +1,9 @@
-"""The search driver: build the configured algorithm and run it until the budget is spent."""
+"""The search driver: build the configured algorithm, run it epoch by epoch (or iteration by
+iteration on a table), checkpoint as it goes, and resume an interrupted search."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,54 +13,114 @@ import ray
 import torch
 
 from controller_policy.algorithms import ALGORITHMS, SEARCH
+from supernet_worker.worker import WorkerSpec
 
-from .config import SearchConfig, to_dict
-from .ray_cluster import connect
+from .config import SearchConfig, from_dict, to_dict
+from .ray_cluster import check_resources, connect
+from .weight_sharing import SUPERNET, WS_ALGORITHMS, weight_sharing_settings
+
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
 
 
 def algorithm_config(cfg: SearchConfig, out_dir: str):
-    """The RLlib ``AlgorithmConfig`` of a search."""
-    algo = ALGORITHMS[cfg.algo]()
-    evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
-    algo.search(space=cfg.space.name, space_params=cfg.space.params,
-                controller={k: v for k, v in vars(cfg.controller).items()}, evaluator=evaluator, budget=cfg.budget,
-                episodes_per_iteration=cfg.episodes_per_iteration, out_dir=out_dir, reward_scale=cfg.reward_scale,
-                skip_weight=cfg.skip_weight)
-    if cfg.algo == "ppo":
-        p = cfg.ppo
-        algo.training(lr=p.lr, entropy_coeff=p.entropy_coeff, clip_param=p.clip_param, num_epochs=p.num_epochs,
-                      vf_loss_coeff=p.vf_loss_coeff, ppo_minibatches=p.minibatches)
+    """The RLlib ``AlgorithmConfig`` of a search (tabular or weight sharing)."""
+    if cfg.uses_supernet:
+        algo = ALGORITHMS[cfg.algo](algo_class=WS_ALGORITHMS[cfg.algo])
+        evaluator = None
+        spec = WorkerSpec(space=cfg.space.name, space_params=cfg.space.params, supernet=cfg.supernet, data=cfg.data,
+                          optim=cfg.optim, controller=cfg.controller, seed=cfg.seed,
+                          threads=max(1, int(cfg.weight_sharing.cpus_per_worker)))
+        algo.weight_sharing = weight_sharing_settings(cfg.weight_sharing, spec)
     else:
-        r = cfg.reinforce
-        algo.training(lr=r.lr, entropy_weight=r.entropy_weight, baseline_decay=r.baseline_decay,
-                      baseline_init=r.baseline_init)
+        algo = ALGORITHMS[cfg.algo]()
+        evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
+    algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
+                evaluator=evaluator, budget=cfg.budget, episodes_per_iteration=cfg.episodes_per_iteration,
+                out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight)
+    if cfg.algo == "ppo":
+        overrides = {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()}
+    else:
+        overrides = vars(cfg.reinforce)
+    algo.training(**{k: v for k, v in overrides.items() if v is not None})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
 
 
-def print_progress(result: dict[str, Any], budget: int, started: float) -> None:
+def print_progress(result: dict[str, Any], cfg: SearchConfig, started: float) -> None:
     s = result[SEARCH]
-    print(f"[raynas] {int(s['archs_sampled'])}/{budget} architectures  mean reward {s['reward_mean']:.4f}  "
-          f"best {s['best_reward']:.4f}  ({time.time() - started:.0f}s)", flush=True)
+    line = f"{int(s['archs_sampled'])}/{cfg.budget} architectures  best {s['best_reward']:.4f}"
+    if SUPERNET in result:
+        w = result[SUPERNET]
+        line = (f"epoch {int(result['training_iteration'])}/{cfg.weight_sharing.epochs}  shared loss "
+                f"{w['shared_loss']:.3f} acc {w['shared_accuracy']:.3f}  controller reward "
+                f"{w['controller_reward_mean']:.4f} entropy {w['controller_entropy']:.2f}  " + line)
+    else:
+        line += f"  mean reward {s['reward_mean']:.4f}"
+    print(f"[raynas] {line}  ({time.time() - started:.0f}s)", flush=True)
 
 
-def run_search(cfg: SearchConfig, on_result: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Run one search; return its summary (also in ``<out>/summary.json``)."""
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / CHECKPOINTS).glob("iter_*")) if (out / CHECKPOINTS).is_dir() else []
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(algo, out: Path, iteration: int) -> Path:
+    path = out / CHECKPOINTS / f"iter_{iteration:06d}"
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp.resolve()))
+    tmp.replace(path)  # a half-written checkpoint is never the latest
+    for old in sorted((out / CHECKPOINTS).glob("iter_*"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_run_config(out: Path) -> SearchConfig:
+    path = out / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{out} holds no search to resume (no config.json)")
+    return from_dict(SearchConfig, json.loads(path.read_text())).validate()
+
+
+def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any, dict], None] | None = None,
+               stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or with ``resume`` continue) one search; return its summary (also ``<out>/summary.json``).
+
+    ``stop_after`` ends the run after that many iterations (epochs), as an interruption would.
+    """
     torch.set_num_threads(1)  # the controller is tiny; extra driver threads only contend with Ray's
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        raise ValueError(f"no checkpoint in {out / CHECKPOINTS} to resume from")
+    if not resume:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     started_ray = connect(cfg.ray_address, cfg.num_cpus)
-    algo = algorithm_config(cfg, str(out.resolve())).build_algo()
-    started = time.time()
+    algo = None
     try:
-        while not algo.search_done:
+        if cfg.uses_supernet:
+            check_resources(cfg.weight_sharing.workers, cfg.weight_sharing.gpus_per_worker,
+                            cfg.weight_sharing.cpus_per_worker)
+        algo = algorithm_config(cfg, str(out.resolve())).build_algo()
+        if checkpoint is not None:
+            algo.restore_from_path(str(checkpoint.resolve()))
+            print(f"[raynas] resumed from {checkpoint}", flush=True)
+        every = cfg.weight_sharing.checkpoint_every if cfg.uses_supernet else 1
+        started, done_now = time.time(), 0
+        while not algo.search_done and (stop_after is None or done_now < stop_after):
             result = algo.train()
-            print_progress(result, cfg.budget, started)
+            done_now += 1
+            print_progress(result, cfg, started)
+            if algo.training_iteration % every == 0 or algo.search_done:
+                save_checkpoint(algo, out, algo.training_iteration)
             if on_result:
-                on_result(result)
+                on_result(algo, result)
         return algo.recorder.summary()
     finally:
-        algo.stop()
+        if algo is not None:
+            algo.stop()
         if started_ray:
             ray.shutdown()
 

@@ -180,6 +180,8 @@ class Batches:
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)
+        self._order: Tensor | None = None  # the current pass of next_batch()
+        self._pos = 0
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -189,15 +191,26 @@ class Batches:
         return len(self.y)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.y)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size].to(self.device)
-            yield self.transform(self.x[idx]), self.y[idx]
+        """One full pass from the start, in a fresh order."""
+        order = self._new_order()
+        for start in range(0, len(order), self.batch_size):
+            yield self._batch(order[start : start + self.batch_size])
 
-    def forever(self) -> Iterator[tuple[Tensor, Tensor]]:
-        while True:
-            yield from self
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """The next minibatch of an endless sequence of passes; its position is part of the state."""
+        if self._order is None or self._pos >= len(self._order):
+            self._order, self._pos = self._new_order(), 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self._batch(idx)
+
+    def _new_order(self) -> Tensor:
+        n = len(self.y)
+        return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        idx = idx.to(self.device)
+        return self.transform(self.x[idx]), self.y[idx]
 
     def transform(self, images: Tensor) -> Tensor:
         x = images.float().div_(255.0)
@@ -230,10 +243,11 @@ class Batches:
         return x * (~(in_y & in_x)).unsqueeze(1)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self._order, self._pos = state["order"], state["pos"]
 
 
 @dataclass

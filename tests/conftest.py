@@ -26,3 +26,13 @@ def arrays_dir(tmp_path):
         np.savez(out / "train.npz", x=d.x_train, y=d.y_train)
         np.savez(out / "test.npz", x=d.x_test, y=d.y_test)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (a start costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -100,3 +100,13 @@ def test_batches_order_resumes_from_state():
     first = [yb.tolist() for _, yb in b]
     b.load_state_dict(state)
     assert [yb.tolist() for _, yb in b] == first
+
+
+def test_next_batch_position_is_checkpointed():
+    x = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
+    b = Batches(x, np.arange(20), 6, [0.0], [1.0], shuffle=True, seed=0)
+    b.next_batch()
+    state = b.state_dict()
+    ahead = [b.next_batch()[1].tolist() for _ in range(5)]  # crosses into the next pass
+    b.load_state_dict(state)
+    assert [b.next_batch()[1].tolist() for _ in range(5)] == ahead

@@ -39,7 +39,8 @@ class ReinforceTorchLearner(TorchLearner):
         loss = policy_loss - config.entropy_weight * entropy + config.skip_weight * skip_kl
         for key, value in [("policy_loss", policy_loss), ("entropy", entropy), ("skip_kl", skip_kl),
                            ("baseline", baseline)]:
-            self.metrics.log_value((module_id, key), float(value), window=1)
+            self.metrics.log_value((module_id, key), float(value.detach()) if torch.is_tensor(value) else value,
+                                  window=1)
         return loss
 
     def _update_baseline(self, module_id: str, returns: torch.Tensor, num_decisions: int, config) -> float:

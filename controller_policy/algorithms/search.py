@@ -7,9 +7,11 @@ Budget = number of architectures evaluated; every sampled architecture counts, r
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
@@ -37,10 +39,11 @@ class SearchConfigMixin:
         self.controller_config: dict[str, Any] = {}
         self.evaluator_config: dict[str, Any] | None = None
         self.budget = 100
-        self.episodes_per_iteration = 16
+        self.episodes_per_iteration = 8
         self.out_dir: str | None = None
         self.reward_scale: float | str = "auto"
         self.skip_weight = 0.0
+        self.weight_sharing: dict[str, Any] | None = None  # set by the weight-sharing driver (services)
         self.batch_mode = "complete_episodes"
         self.num_env_runners = 0
         self._sync_env()
@@ -126,7 +129,10 @@ class SearchAlgorithmMixin:
         return self.evaluator.evaluate(archs)
 
     def training_step(self) -> None:
-        n = min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count)
+        self.controller_iteration(min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count))
+
+    def controller_iteration(self, n: int) -> None:
+        """Sample exactly ``n`` architectures, score them in one batch, record, learn."""
         if n <= 0:
             return
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
@@ -139,6 +145,22 @@ class SearchAlgorithmMixin:
         self._log_search_metrics(evaluations)
         if self.learns:
             self._update_controller(episodes)
+
+    # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with
+    # torch's global generator), so a resumed search samples what the uninterrupted one would.
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[SEARCH] = {"recorder": self.recorder.state(), "torch_rng": torch.get_rng_state(),
+                         "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if SEARCH in state:
+            self.recorder.restore(state[SEARCH]["recorder"])
+            torch.set_rng_state(state[SEARCH]["torch_rng"])
+            np.random.set_state(state[SEARCH]["numpy_rng"])
+            random.setstate(state[SEARCH]["python_rng"])
 
     def _sample_episodes(self, n: int) -> list:
         group = self.env_runner_group

@@ -1,0 +1,217 @@
+"""ENAS with weight sharing as RLlib algorithms: one ``train()`` call is one ENAS epoch.
+
+    epoch = supernet phase  (push the controller to the workers; they train the shared weights
+                             on children they sample from it)
+          + controller phase (RLlib iterations; each samples architectures, the workers score
+                             them on validation minibatches in one batch, the learner updates)
+
+PPO, REINFORCE and random search get the same two phases by mixing ``WeightSharingMixin`` into
+the RL layer's algorithm classes; Tune can run, report and checkpoint them like any Algorithm.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from controller_policy import ControllerConfig, ENASController
+from controller_policy.algorithms import PPOSearch, RandomSearch, Reinforce
+from controller_policy.algorithms.search import SEARCH
+from controller_policy.evaluators import Evaluation
+from supernet_worker.pool import SupernetPool
+from supernet_worker.worker import WorkerSpec
+
+SUPERNET = "supernet"
+METRICS_COLUMNS = ["epoch", "shared_loss", "shared_accuracy", "controller_reward_mean", "controller_entropy",
+                   "best_reward", "archs_sampled", "lr", "wall_time"]
+
+
+class WeightSharingMixin:
+    """Needs ``config.weight_sharing``: a dict with ``worker_spec`` (``WorkerSpec``) and the
+    ``WeightSharingSection`` fields (epochs, archs_per_epoch, train_steps, workers, ...)."""
+
+    def setup(self, config) -> None:
+        super().setup(config)
+        ws = self.ws = dict(self.config.weight_sharing)
+        spec: WorkerSpec = ws["worker_spec"]
+        self.pool = SupernetPool(spec, ws["workers"], ws["gpus_per_worker"], ws["cpus_per_worker"],
+                                 ws["max_restarts"])
+        info = self.pool.info[0]
+        batch = spec.data.batch_size * self.pool.size
+        self.steps_per_epoch = ws["train_steps"] or math.ceil(info["train_images"] / batch)
+        self.epoch = 0
+        self.started = time.time()
+        self.out_dir = Path(self.recorder.out_dir)
+        self._tb = None
+
+    # -- one ENAS epoch ------------------------------------------------------------------
+    def training_step(self) -> None:
+        shared = self.supernet_phase()
+        first = self.recorder.count
+        self.controller_phase()
+        self.epoch += 1
+        self.end_epoch(shared, first)
+        if self.epoch == self.ws["epochs"]:
+            self.derive()
+
+    def supernet_phase(self) -> dict[str, float]:
+        self.pool.set_controller(None if self.uniform_policy else self.controller_weights())
+        stats = self.pool.train((self.epoch + 1) * self.steps_per_epoch, self.steps_per_epoch)
+        return {"loss": float(np.mean([s["loss"] for s in stats])),
+                "accuracy": float(np.mean([s["accuracy"] for s in stats])), "lr": stats[0]["lr"],
+                "images": float(sum(s["images"] for s in stats))}
+
+    def controller_phase(self) -> None:
+        target = min(self.config.budget, (self.epoch + 1) * self.ws["archs_per_epoch"])
+        while self.recorder.count < target:
+            self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
+
+    def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
+        return [Evaluation(acc, {"valid_acc": acc}) for acc in self.pool.evaluate(archs)]
+
+    # -- controller access ---------------------------------------------------------------
+    @property
+    def uniform_policy(self) -> bool:
+        return bool(self.config.uniform_policy)
+
+    def controller_weights(self) -> dict[str, torch.Tensor]:
+        weights = self.learner_group.get_weights()["default_policy"]
+        return {k[len("controller."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("controller.")}
+
+    def controller(self) -> ENASController:
+        c = ENASController(self.space, ControllerConfig(**self.config.controller_config))
+        c.load_state_dict(self.controller_weights())
+        return c
+
+    def _entropy(self, archs: list[list[int]]) -> float:
+        if self.uniform_policy:
+            return float(np.log(self.space.static_masks().sum(1)).sum())
+        with torch.no_grad():
+            return float(self.controller().evaluate(archs).entropy.mean())
+
+    # -- outputs ---------------------------------------------------------------------------
+    def end_epoch(self, shared: dict[str, float], first_sample: int) -> None:
+        rows = [json.loads(line) for line in self.recorder.path.read_text().splitlines()[first_sample:]]
+        rewards = [r["reward"] for r in rows]
+        row = {"epoch": self.epoch, "shared_loss": shared["loss"], "shared_accuracy": shared["accuracy"],
+               "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),
+               "controller_entropy": self._entropy([self.space.from_string(r["arch"]) for r in rows]),
+               "best_reward": self.recorder.best["reward"], "archs_sampled": self.recorder.count,
+               "lr": shared["lr"], "wall_time": time.time() - self.started}
+        path = self.out_dir / "metrics.csv"
+        fresh = not path.exists() or self.epoch == 1
+        with path.open("w" if fresh else "a", newline="") as f:
+            writer = csv.DictWriter(f, METRICS_COLUMNS)
+            if fresh:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in row.items():
+            if key != "epoch":
+                self.metrics.log_value((SUPERNET, key), float(value), window=1)
+        for key, value in row.items():
+            if key != "epoch":
+                self.tensorboard().add_scalar(f"raynas/{key}", value, self.epoch)
+        self.tensorboard().flush()
+        write_report_png(path, self.out_dir / "report.png")
+
+    def tensorboard(self):
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+        return self._tb
+
+    def derive(self) -> dict[str, Any]:
+        """ENAS's final step: sample M children from the final controller, score each on the
+        whole validation split, keep the best (and the top k)."""
+        m, k = self.ws["derive_samples"], self.ws["top_k"]
+        gen = torch.Generator().manual_seed(self.config.seed)
+        if self.uniform_policy:
+            rng = np.random.default_rng(self.config.seed)
+            archs = [self.space.sample(rng) for _ in range(m)]
+        else:
+            archs = self.controller().sample_archs(m, gen)
+        unique = list({self.space.to_string(a): a for a in archs}.values())
+        accs = self.pool.evaluate(unique, full=True)
+        ranked = sorted(zip(unique, accs), key=lambda p: -p[1])
+        top = [{"arch": self.space.to_string(a), "json": self.space.to_json(a), "actions": a,
+                "valid_accuracy": acc, "space": self.space.name, "space_params": self.space.params()}
+               for a, acc in ranked[:k]]
+        (self.out_dir / "best_arch.json").write_text(json.dumps(top[0], indent=2) + "\n")
+        (self.out_dir / "top_archs.json").write_text(json.dumps(top, indent=2) + "\n")
+        self.metrics.log_value((SUPERNET, "derived_valid_accuracy"), top[0]["valid_accuracy"], window=1)
+        return top[0]
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[SUPERNET] = {"epoch": self.epoch, "pool": self.pool.get_state(),
+                           "elapsed": time.time() - self.started}
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if SUPERNET in state:
+            self.epoch = state[SUPERNET]["epoch"]
+            self.started = time.time() - state[SUPERNET]["elapsed"]
+            self.pool.set_state(state[SUPERNET]["pool"])
+            truncate_metrics(self.out_dir / "metrics.csv", self.epoch)
+
+    def cleanup(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown()
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
+        super().cleanup()
+
+
+def truncate_metrics(path: Path, epochs: int) -> None:
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[: epochs + 1]))
+
+
+def write_report_png(metrics_csv: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with metrics_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [float(r["controller_reward_mean"]) for r in rows], marker="o", label="controller mean reward")
+    ax1.plot(epochs, [float(r["best_reward"]) for r in rows], marker=".", label="best reward so far")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("validation accuracy (one minibatch)"), ax1.legend()
+    ax2.plot(epochs, [float(r["shared_loss"]) for r in rows], marker="o", color="tab:red", label="shared loss")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("training loss"), ax2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+class WeightSharingPPO(WeightSharingMixin, PPOSearch):
+    pass
+
+
+class WeightSharingReinforce(WeightSharingMixin, Reinforce):
+    pass
+
+
+class WeightSharingRandom(WeightSharingMixin, RandomSearch):
+    pass
+
+
+WS_ALGORITHMS = {"ppo": WeightSharingPPO, "reinforce": WeightSharingReinforce, "random": WeightSharingRandom}
+
+
+def weight_sharing_settings(section: Any, spec: WorkerSpec) -> dict[str, Any]:
+    return {**asdict(section), "worker_spec": spec}
