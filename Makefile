@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.raynas-installed
 ARGS ?=
+# The offline CIFAR-10 copy beside the checkout when there is one, else torchvision downloads here.
+DATA_DIR ?= $(if $(wildcard ../shared/data/cifar10/train.npz),../shared/data/cifar10,data/cifar10)
 PYTEST_ARGS ?=
 
 .PHONY: search test venv clean
@@ -17,8 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 search: $(STAMP)
-	test -f runs/nb201-landscape.json || $(VENV)/bin/raynas make-table --seed 0 --out runs/nb201-landscape.json
-	$(VENV)/bin/raynas search --config configs/tabular-nb201.yaml $(ARGS)
+	$(VENV)/bin/raynas search --config configs/quick-cpu.yaml --data-dir $(DATA_DIR) $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -12,7 +12,9 @@ from typing import Any, Callable
 import ray
 import torch
 
-from controller_policy.algorithms import ALGORITHMS, SEARCH
+from controller_policy.algorithms import ALGORITHMS, SEARCH, build_evaluator
+from controller_policy.spaces import build_space
+from supernet_worker.data import load_dataset
 from supernet_worker.worker import WorkerSpec
 
 from .config import SearchConfig, from_dict, to_dict
@@ -82,6 +84,15 @@ def load_run_config(out: Path) -> SearchConfig:
     return from_dict(SearchConfig, json.loads(path.read_text())).validate()
 
 
+def preflight(cfg: SearchConfig) -> None:
+    """Check the inputs that would otherwise fail after Ray started: the table, the dataset."""
+    space = build_space(cfg.space.name, **cfg.space.params)
+    if cfg.uses_supernet:
+        load_dataset(cfg.data)
+    else:
+        build_evaluator(space, {"type": "table", "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key})
+
+
 def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any, dict], None] | None = None,
                stop_after: int | None = None) -> dict[str, Any]:
     """Run (or with ``resume`` continue) one search; return its summary (also ``<out>/summary.json``).
@@ -94,6 +105,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
     checkpoint = latest_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         raise ValueError(f"no checkpoint in {out / CHECKPOINTS} to resume from")
+    preflight(cfg)
     if not resume:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")

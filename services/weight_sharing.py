@@ -54,10 +54,9 @@ class WeightSharingMixin:
     # -- one ENAS epoch ------------------------------------------------------------------
     def training_step(self) -> None:
         shared = self.supernet_phase()
-        first = self.recorder.count
-        self.controller_phase()
+        rows = self.controller_phase()
         self.epoch += 1
-        self.end_epoch(shared, first)
+        self.end_epoch(shared, rows)
         if self.epoch == self.ws["epochs"]:
             self.derive()
 
@@ -68,10 +67,12 @@ class WeightSharingMixin:
                 "accuracy": float(np.mean([s["accuracy"] for s in stats])), "lr": stats[0]["lr"],
                 "images": float(sum(s["images"] for s in stats))}
 
-    def controller_phase(self) -> None:
+    def controller_phase(self) -> list[dict[str, Any]]:
         target = min(self.config.budget, (self.epoch + 1) * self.ws["archs_per_epoch"])
+        rows: list[dict[str, Any]] = []
         while self.recorder.count < target:
-            self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
+            rows += self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
+        return rows
 
     def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
         return [Evaluation(acc, {"valid_acc": acc}) for acc in self.pool.evaluate(archs)]
@@ -97,8 +98,7 @@ class WeightSharingMixin:
             return float(self.controller().evaluate(archs).entropy.mean())
 
     # -- outputs ---------------------------------------------------------------------------
-    def end_epoch(self, shared: dict[str, float], first_sample: int) -> None:
-        rows = [json.loads(line) for line in self.recorder.path.read_text().splitlines()[first_sample:]]
+    def end_epoch(self, shared: dict[str, float], rows: list[dict[str, Any]]) -> None:
         rewards = [r["reward"] for r in rows]
         row = {"epoch": self.epoch, "shared_loss": shared["loss"], "shared_accuracy": shared["accuracy"],
                "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),

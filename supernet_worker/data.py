@@ -130,6 +130,11 @@ def load_cifar10(root: str | Path, download: bool = False) -> ImageData:
         test = CIFAR10(str(root), train=False, download=download)
     except RuntimeError as exc:
         raise ValueError(f"CIFAR-10 not found or corrupt in {root} (expected {CIFAR10_FOLDER}/): {exc}") from None
+    except OSError as exc:  # no network (URLError), no space, no permission
+        raise ValueError(
+            f"no dataset found in {root} and downloading CIFAR-10 failed ({exc}); put train.npz and test.npz "
+            f"(uint8 x [N,H,W,C], int y [N]) or CIFAR-10's '{CIFAR10_FOLDER}/' folder there"
+        ) from None
     return ImageData("cifar10", train.data, np.asarray(train.targets, np.int64),
                      test.data, np.asarray(test.targets, np.int64), 10)
 

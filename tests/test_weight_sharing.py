@@ -120,3 +120,11 @@ def test_more_gpus_than_the_cluster_has(ray_session, tmp_path):
     with pytest.raises(ValueError, match="weight_sharing.gpus_per_worker: 1 workers x 1 GPUs = 1 GPUs, but the cluster has 0"):
         run_search(cfg)
     assert not (tmp_path / "trajectory.jsonl").exists()
+
+
+@pytest.mark.parametrize("preset", ["quick-cpu", "enas-macro", "enas-micro", "nb201-ws", "seed-macro3", "tabular-nb201"])
+def test_presets_load(preset):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{preset}.yaml")
+    assert cfg.budget >= 1

@@ -114,8 +114,7 @@ class SearchAlgorithmMixin:
         if self.config.reward_scale != "auto":
             return float(self.config.reward_scale)
         if isinstance(self.evaluator, TableEvaluator):
-            top = max(abs(m[self.evaluator.reward_key] if self.evaluator.reward_key else next(iter(m.values())))
-                      for m in self.evaluator.table.values())
+            top = self.evaluator.max_abs_reward()
             return 1.0 / top if top > 0 else 1.0
         return 1.0
 
@@ -131,20 +130,22 @@ class SearchAlgorithmMixin:
     def training_step(self) -> None:
         self.controller_iteration(min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count))
 
-    def controller_iteration(self, n: int) -> None:
-        """Sample exactly ``n`` architectures, score them in one batch, record, learn."""
+    def controller_iteration(self, n: int) -> list[dict[str, Any]]:
+        """Sample exactly ``n`` architectures, score them in one batch, record, learn.
+        Returns the recorded rows (``trajectory.jsonl``'s)."""
         if n <= 0:
-            return
+            return []
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes = self._sample_episodes(n)
         archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
         evaluations = self.evaluate_architectures(archs)
         for ep, ev in zip(episodes, evaluations):
             ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
-        self.recorder.record(archs, evaluations)
+        rows = self.recorder.record(archs, evaluations)
         self._log_search_metrics(evaluations)
         if self.learns:
             self._update_controller(episodes)
+        return rows
 
     # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with
     # torch's global generator), so a resumed search samples what the uninterrupted one would.

@@ -1,0 +1,57 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cli import _search_overrides, build_parser
+from services.config import load_config
+
+EX = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+RAYNAS = [sys.executable, "-m", "services.cli"]
+
+
+def raynas(*args, cwd=None):
+    return subprocess.run([*RAYNAS, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({EX: {"valid": 91.2, "test": 93.9}}))
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--algo", "foo"], "unknown algorithm 'foo' (choose ppo, reinforce, random)"),
+    (["--space", "darts"], "unknown search space 'darts'"),
+    (["--reward-key", "accuracy"], "has no reward key 'accuracy' (it has: valid, test)"),
+    (["--budget", "0"], "budget must be >= 1"),
+])
+def test_bad_search_arguments_one_line_exit_2(tmp_path, table, args, message):
+    base = ["search", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--reward-key", "valid",
+            "--algo", "ppo", "--budget", "10", "--out", str(tmp_path / "out")]
+    for flag, value in zip(args[::2], args[1::2]):
+        base[base.index(flag) + 1] = value
+    result = raynas(*base)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raynas: error:") and message in lines[0], result.stderr
+
+
+def test_missing_dataset_and_resume_errors(tmp_path):
+    result = raynas("search", "--config", str(Path(__file__).parents[1] / "configs" / "quick-cpu.yaml"),
+                    "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no dataset found in" in result.stderr
+    result = raynas("search", "--resume", str(tmp_path))
+    assert result.returncode == 2 and "holds no search to resume" in result.stderr
+
+
+def test_flags_override_the_yaml(tmp_path, table):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"algo: reinforce\nbudget: 50\nseed: 3\nevaluator: {{type: table, table: {table}}}\n"
+                        "space: {name: nb201}\n")
+    args = build_parser().parse_args(["search", "--config", str(cfg_file), "--algo", "random", "--budget", "7"])
+    cfg = load_config(args.config, _search_overrides(args))
+    assert (cfg.algo, cfg.budget, cfg.seed, cfg.evaluator.table) == ("random", 7, 3, str(table))
