@@ -69,6 +69,9 @@ class SearchConfigMixin:
         self.env_config = {"space": self.space_name, "space_params": dict(self.space_params)}
         steps = self.episodes_per_iteration * build_space(self.space_name, **self.space_params).num_decisions
         self.train_batch_size_per_learner = steps
+        # All episodes of an iteration step in lockstep through one vector env: one batched
+        # controller forward per decision instead of one per decision and episode.
+        self.num_envs_per_env_runner = self.episodes_per_iteration
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
