@@ -38,6 +38,7 @@ class SupernetPool:
                     placement_group, placement_group_bundle_index=first_bundle + rank)
             self.workers.append(actor.options(**options).remote(spec, rank))
         self.recoveries = 0
+        self.last_checkpoint: dict[str, Any] | None = None  # what get_state() last returned
         self.info = ray.get([w.ping.remote() for w in self.workers])
         self._form_group()
 
@@ -64,8 +65,29 @@ class SupernetPool:
         raise AssertionError("unreachable")
 
     def recover(self, timeout_s: float = 300.0) -> None:
-        """Wait for restarted workers, hand them a live replica's state, re-form the group."""
+        """Wait for restarted workers, hand them a live replica's state (or, when every replica
+        was lost, the last checkpointed one), re-form the group."""
         deadline = time.time() + timeout_s
+        while True:
+            pings = self._ping_all(deadline)
+            # Survivors kept their step; a restarted worker starts again at 0.
+            source = max(range(self.size), key=lambda i: pings[i]["global_step"])
+            if pings[source]["global_step"] == 0 and self.last_checkpoint is not None:
+                self.set_state(self.last_checkpoint)  # no survivor: back to the last checkpoint
+                break
+            try:
+                shared = ray.get(self.workers[source].get_state.remote())["shared"]
+                if ray.get(self.workers[source].ping.remote())["pid"] != pings[source]["pid"]:
+                    continue  # the source died meanwhile: look again
+            except RayActorError:
+                continue
+            shared_ref = ray.put(shared)
+            ray.get([w.set_state.remote(shared_ref) for i, w in enumerate(self.workers) if i != source])
+            break
+        self._form_group()
+        self.recoveries += 1
+
+    def _ping_all(self, deadline: float) -> list[dict]:
         pings: list[dict | None] = [None] * self.size
         while None in pings:
             for i, w in enumerate(self.workers):
@@ -76,14 +98,7 @@ class SupernetPool:
                         if time.time() > deadline:
                             raise
                         time.sleep(0.5)
-        # Survivors kept their step; a restarted worker starts again at 0.
-        source = max(range(self.size), key=lambda i: pings[i]["global_step"])
-        shared = ray.get(self.workers[source].get_state.remote())["shared"]
-        shared_ref = ray.put(shared)
-        ray.get([w.set_state.remote(shared_ref) for i, w in enumerate(self.workers)
-                 if pings[i]["global_step"] != shared["global_step"] or i != source])
-        self._form_group()
-        self.recoveries += 1
+        return pings
 
     # -- the work --------------------------------------------------------------------------
     def set_controller(self, state: dict | None) -> None:
@@ -123,7 +138,8 @@ class SupernetPool:
     def get_state(self) -> dict[str, Any]:
         """Shared weights (rank 0) and every rank's RNG/data positions, for checkpoints."""
         states = self._with_recovery(lambda: ray.get([w.get_state.remote() for w in self.workers]))
-        return {"shared": states[0]["shared"], "ranks": [s["rank"] for s in states]}
+        self.last_checkpoint = {"shared": states[0]["shared"], "ranks": [s["rank"] for s in states]}
+        return self.last_checkpoint
 
     def set_state(self, state: dict[str, Any]) -> None:
         ranks = state.get("ranks") or []

@@ -1,6 +1,7 @@
 """Weight-sharing ENAS on a real local Ray instance: workers, the search driver, resume, faults."""
 import csv
 import json
+import time
 
 import pytest
 import ray
@@ -101,6 +102,40 @@ def test_killed_worker_is_restarted_and_nothing_is_lost(ray_session, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "trajectory.jsonl").read_text().splitlines()]
     assert [r["sample"] for r in rows] == list(range(24))
     assert (tmp_path / "best_arch.json").exists()
+
+
+def _pings_after_restart(pool):
+    while True:
+        try:
+            return ray.get([w.ping.remote() for w in pool.workers])
+        except ray.exceptions.RayActorError:
+            time.sleep(0.2)
+
+
+def test_all_workers_lost_falls_back_to_the_last_checkpoint(ray_session):
+    spec = WorkerSpec(space="enas_macro", space_params={"num_layers": 3}, supernet=SupernetConfig(channels=4),
+                      data=DataConfig(**TINY_DATA))
+    pool = SupernetPool(spec, num_workers=2)
+    try:
+        pool.train(until_step=2, steps_per_epoch=4)
+        checkpoint = pool.get_state()
+        pool.train(until_step=4, steps_per_epoch=4)
+        pids = [w.ping.remote() for w in pool.workers]
+        pids = [p["pid"] for p in ray.get(pids)]
+        for worker in pool.workers:  # no replica survives to hand its weights on
+            ray.kill(worker, no_restart=False)
+        while any(p == q for p, q in zip(pids, (x["pid"] for x in _pings_after_restart(pool)))):
+            time.sleep(0.2)
+        pool.recover()
+        states = ray.get([w.get_state.remote() for w in pool.workers])
+        for state in states:
+            assert state["shared"]["global_step"] == 2
+            for key, value in checkpoint["shared"]["net"].items():
+                assert torch.equal(state["shared"]["net"][key], value), key
+        pool.train(until_step=3, steps_per_epoch=4)  # the re-formed group trains on
+        assert len(set(pool.checksums())) == 1
+    finally:
+        pool.shutdown()
 
 
 @pytest.mark.parametrize("overrides,message", [
