@@ -4,7 +4,7 @@ Each seed draws its own landscape (``controller_policy.landscapes.nb201_landscap
 every algorithm. One run per (algorithm, seed) with the largest budget; smaller budgets read the
 same run's prefix (sampling is sequential and seeded, so the prefix is what a shorter run samples).
 
-    python bench/search_strategies.py --seeds 5 --budgets 100 200 500 --plot bench/search_strategies.png
+    python bench/search_strategies.py --seeds 10 --budgets 100 200 500 --plot bench/search_strategies.png
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def rl_rewards(algo: str, table_path: str, budget: int, seed: int, out: str) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", type=int, nargs="+", default=[100, 200, 500])
     parser.add_argument("--algos", nargs="+", default=["ppo", "reinforce", "random", "evolution"])
     parser.add_argument("--plot", default="bench/search_strategies.png")

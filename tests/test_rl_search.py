@@ -7,7 +7,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from controller_policy.algorithms import ALGORITHMS, PPOSearch, PPOSearchConfig
+from controller_policy.algorithms import ALGORITHMS, PPOSearch, PPOSearchConfig, Reinforce, ReinforceConfig
 from controller_policy.evaluators import Evaluation
 from controller_policy.spaces import NB201Space, build_space
 
@@ -118,3 +118,20 @@ def test_masks_respected_and_module_matches_controller(ray_session, tmp_path):
     finally:
         algorithm.stop()
     assert len(read_trajectory(tmp_path)) == 48
+
+
+class CheckingReinforce(Reinforce):
+    evaluate_architectures = CheckingPPO.evaluate_architectures
+
+
+@pytest.mark.parametrize("config", [PPOSearchConfig(algo_class=CheckingPPO),
+                                    ReinforceConfig(algo_class=CheckingReinforce)], ids=["ppo", "reinforce"])
+def test_skip_penalty_reaches_the_loss(ray_session, tmp_path, config):
+    config.search(space="enas_macro", space_params={"num_layers": 3}, evaluator=None, budget=16,
+                  out_dir=str(tmp_path), skip_weight=0.8)
+    algorithm = config.debugging(seed=0, log_level="ERROR").build_algo()
+    try:
+        result = algorithm.train()
+    finally:
+        algorithm.stop()
+    assert result["learners"]["default_policy"]["skip_kl"] > 0
