@@ -108,7 +108,13 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
     preflight(cfg)
     if not resume:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        saved = to_dict(cfg)  # absolute paths, so --resume works from any directory
+        saved["out"] = str(out.resolve())
+        if cfg.data.data_dir:
+            saved["data"]["data_dir"] = str(Path(cfg.data.data_dir).expanduser().resolve())
+        if cfg.evaluator.table:
+            saved["evaluator"]["table"] = str(Path(cfg.evaluator.table).resolve())
+        (out / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
     started_ray = connect(cfg.ray_address, cfg.num_cpus)
     algo = None
     try:

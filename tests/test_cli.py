@@ -55,3 +55,18 @@ def test_flags_override_the_yaml(tmp_path, table):
     args = build_parser().parse_args(["search", "--config", str(cfg_file), "--algo", "random", "--budget", "7"])
     cfg = load_config(args.config, _search_overrides(args))
     assert (cfg.algo, cfg.budget, cfg.seed, cfg.evaluator.table) == ("random", 7, 3, str(table))
+
+
+def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monkeypatch):
+    """A search resumed from another directory still finds its table, data and outputs."""
+    from controller_policy.landscapes import nb201_landscape
+    from services.search import load_run_config, run_search
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": "table.json",
+                             "evaluator.reward_key": "valid", "budget": 4, "out": "out"})
+    assert run_search(cfg)["evaluated"] == 4
+    saved = load_run_config(tmp_path / "out")
+    assert saved.out == str(tmp_path / "out") and saved.evaluator.table == str(table)
