@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from controller_policy import ControllerConfig, ENASController
 from controller_policy.algorithms import PPOSearch, RandomSearch, Reinforce
@@ -41,8 +44,11 @@ class WeightSharingMixin:
         super().setup(config)
         ws = self.ws = dict(self.config.weight_sharing)
         spec: WorkerSpec = ws["worker_spec"]
+        # Under Tune the trial's placement group ends with one bundle per worker (see below).
+        pg = ray.util.get_current_placement_group()
         self.pool = SupernetPool(spec, ws["workers"], ws["gpus_per_worker"], ws["cpus_per_worker"],
-                                 ws["max_restarts"])
+                                 ws["max_restarts"], placement_group=pg,
+                                 first_bundle=len(pg.bundle_specs) - ws["workers"] if pg else 0)
         info = self.pool.info[0]
         batch = spec.data.batch_size * self.pool.size
         self.steps_per_epoch = ws["train_steps"] or math.ceil(info["train_images"] / batch)
@@ -50,6 +56,15 @@ class WeightSharingMixin:
         self.started = time.time()
         self.out_dir = Path(self.recorder.out_dir)
         self._tb = None
+
+    @classmethod
+    def default_resource_request(cls, config):
+        """RLlib's bundles (driver, learners, env runners) plus one per supernet worker, so a
+        Tune trial reserves its workers' CPUs/GPUs and trials never oversubscribe GPUs."""
+        request = super().default_resource_request(config)
+        ws = config.weight_sharing if isinstance(config, AlgorithmConfig) else config["weight_sharing"]
+        worker = {"CPU": ws["cpus_per_worker"], **({"GPU": ws["gpus_per_worker"]} if ws["gpus_per_worker"] else {})}
+        return PlacementGroupFactory(request.bundles + [worker] * ws["workers"], strategy=request.strategy)
 
     # -- one ENAS epoch ------------------------------------------------------------------
     def training_step(self) -> None:

@@ -2,6 +2,7 @@
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -163,3 +164,25 @@ def test_presets_load(preset):
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{preset}.yaml")
     assert cfg.budget >= 1
+
+
+def test_tune_runs_a_weight_sharing_trial_in_its_placement_group(ray_session, tmp_path):
+    """The algorithm is a Tune trainable: its trial reserves the driver and one bundle per worker."""
+    from ray import tune
+
+    from services.search import algorithm_config
+    from services.weight_sharing import WeightSharingRandom
+
+    cfg = tiny_config(tmp_path / "unused", algo="random")
+    config = algorithm_config(cfg, out_dir=None)
+    request = WeightSharingRandom.default_resource_request(config)
+    assert request.bundles[-1] == {"CPU": 1.0} and len(request.bundles) == 2
+    tuner = tune.Tuner(WeightSharingRandom, param_space=config,
+                       run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="ws",
+                                                 stop={"training_iteration": 2}, verbose=0,
+                                                 sync_config=tune.SyncConfig(sync_artifacts=True)))
+    result = tuner.fit().get_best_result(metric="search/best_reward", mode="max")
+    assert result.error is None and result.metrics["search"]["archs_sampled"] == 16
+    trial_dir = Path(result.path)  # the search's files are trial artifacts (its working directory)
+    assert len((trial_dir / "trajectory.jsonl").read_text().splitlines()) == 16
+    assert (trial_dir / "best_arch.json").exists() and (trial_dir / "metrics.csv").exists()
