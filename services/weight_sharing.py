@@ -26,7 +26,6 @@ from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from controller_policy import ControllerConfig, ENASController
 from controller_policy.algorithms import PPOSearch, RandomSearch, Reinforce
-from controller_policy.algorithms.search import SEARCH
 from controller_policy.evaluators import Evaluation
 from supernet_worker.pool import SupernetPool
 from supernet_worker.worker import WorkerSpec

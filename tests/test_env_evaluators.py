@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from controller_policy.env import ArchitectureEnv
