@@ -41,6 +41,33 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"[raynas] results in {cfg.out}/")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import resume_compare, run_compare
+    from .ray_cluster import connect
+    from .search import fail
+
+    try:
+        if args.resume:
+            connect(args.address)
+            grid = resume_compare(args.resume)
+        else:
+            cfg = load_config(args.config, _search_overrides(args))
+            algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+            for algo in algos:
+                load_config(args.config, {**_search_overrides(args), "algo": algo})  # names a bad one
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+            connect(cfg.ray_address, cfg.num_cpus)
+            grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    for result in grid:
+        c = result.config
+        status = f"error: {result.error}" if result.error else f"best {result.metrics.get('search/best_reward', float('nan')):.4f}"
+        print(f"[raynas] {c['algo']:<10} seed {c['seed']}: {status}  ({result.path})")
+    print(f"[raynas] experiment in {grid.experiment_path}")
+
+
 def cmd_make_table(args: argparse.Namespace) -> None:
     from controller_policy.landscapes import nb201_landscape
 
@@ -71,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
     search.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
     search.set_defaults(func=cmd_search)
+
+    compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)")
+    compare.add_argument("--config", help="YAML config of the search every trial runs")
+    compare.add_argument("--algos", default="ppo,reinforce,random")
+    compare.add_argument("--seeds", type=int, default=3)
+    compare.add_argument("--storage", default="runs/tune", help="local directory or pyarrow URI (s3://...)")
+    compare.add_argument("--name", default="compare")
+    compare.add_argument("--resume", metavar="PATH", help="continue the interrupted experiment at PATH")
+    for flag in ("--space", "--evaluator", "--table", "--reward-key", "--budget", "--out", "--address", "--epochs",
+                 "--workers", "--gpus-per-worker", "--data-dir"):
+        compare.add_argument(flag, type=int if flag in ("--budget", "--epochs", "--workers") else
+                             float if flag == "--gpus-per-worker" else str)
+    compare.set_defaults(func=cmd_compare, algo=None, seed=None)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)

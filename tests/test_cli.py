@@ -70,3 +70,10 @@ def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monke
     assert run_search(cfg)["evaluated"] == 4
     saved = load_run_config(tmp_path / "out")
     assert saved.out == str(tmp_path / "out") and saved.evaluator.table == str(table)
+
+
+def test_compare_rejects_an_unknown_algorithm_before_starting(tmp_path, table):
+    result = raynas("compare", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--reward-key",
+                    "valid", "--algos", "ppo,foo", "--storage", str(tmp_path / "tune"))
+    assert result.returncode == 2 and "unknown algorithm 'foo'" in result.stderr
+    assert not (tmp_path / "tune").exists()

@@ -1,0 +1,92 @@
+"""One Ray Tune experiment comparing algorithms over seeds: a trial per (algorithm, seed).
+
+Every trial runs the same search (same config, same budget) with its own algorithm and seed,
+reports per-iteration metrics (epochs with weight sharing) to Tune, and checkpoints through Tune,
+so an interrupted experiment resumes (``Tuner.restore``) and a failed trial is retried.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune import Checkpoint
+from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+from .config import SearchConfig, from_dict, to_dict
+from .search import algorithm_config, preflight
+
+TRIAL_METRICS = ("search", "supernet")
+
+
+def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The search's own metrics, flattened as ``search/best_reward``, ``supernet/shared_loss``..."""
+    return {f"{group}/{key}": float(value) for group in TRIAL_METRICS for key, value in result.get(group, {}).items()}
+
+
+def search_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: one search, reported and checkpointed every iteration."""
+    cfg = from_dict(SearchConfig, config["search"]).validate()
+    cfg = dataclasses.replace(cfg, algo=config["algo"], seed=config["seed"]).validate()
+    algo = algorithm_config(cfg, out_dir=os.getcwd()).build_algo()  # the trial's working dir: artifacts
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as path:
+                algo.restore_from_path(path)
+        while not algo.search_done:
+            metrics = trial_metrics(algo.train())
+            with tempfile.TemporaryDirectory() as tmp:
+                algo.save_to_path(tmp)
+                tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    finally:
+        algo.stop()
+
+
+def trial_resources(cfg: SearchConfig) -> PlacementGroupFactory:
+    """The controller's CPU plus, with weight sharing, one bundle per supernet worker."""
+    bundles: list[dict[str, float]] = [{"CPU": 1.0}]
+    if cfg.uses_supernet:
+        ws = cfg.weight_sharing
+        worker = {"CPU": ws.cpus_per_worker, **({"GPU": ws.gpus_per_worker} if ws.gpus_per_worker else {})}
+        bundles += [worker] * ws.workers
+    return PlacementGroupFactory(bundles)
+
+
+def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str,
+               max_failures: int = 1) -> tune.Tuner:
+    preflight(cfg)
+    trainable = tune.with_resources(search_trial, trial_resources(cfg))
+    param_space = {"search": to_dict(cfg), "algo": tune.grid_search(algos), "seed": tune.grid_search(list(range(seeds)))}
+    run_config = tune.RunConfig(
+        name=name, storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
+
+
+COMPARE_CONFIG = "raynas_compare.json"
+
+
+def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str) -> tune.ResultGrid:
+    tuner = make_tuner(cfg, algos, seeds, storage, name)
+    experiment = Path(storage).expanduser().resolve() / name
+    experiment.mkdir(parents=True, exist_ok=True)
+    (experiment / COMPARE_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return tuner.fit()
+
+
+def resume_compare(path: str) -> tune.ResultGrid:
+    """Tune's restore: unfinished trials continue from their checkpoints, finished ones are kept."""
+    saved = Path(path) / COMPARE_CONFIG
+    if not saved.is_file():
+        raise ValueError(f"{path} is not a raynas compare experiment (no {COMPARE_CONFIG})")
+    cfg = from_dict(SearchConfig, json.loads(saved.read_text())).validate()
+    trainable = tune.with_resources(search_trial, trial_resources(cfg))
+    return tune.Tuner.restore(str(Path(path).resolve()), trainable, resume_unfinished=True,
+                              resume_errored=True).fit()
