@@ -25,3 +25,13 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     assert seen == {("ppo", 0), ("ppo", 1), ("random", 0), ("random", 1)}
     again = resume_compare(str(tmp_path / "tune" / "cmp"))  # all finished: kept, nothing re-run
     assert len(again) == 4 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
+
+
+def test_compare_weight_sharing_trial_places_its_workers(ray_session, tmp_path):
+    from tests.test_weight_sharing import tiny_config
+
+    cfg = tiny_config(tmp_path / "unused")
+    grid = run_compare(cfg, ["reinforce"], seeds=1, storage=str(tmp_path / "tune"), name="ws")
+    (result,) = list(grid)
+    assert result.error is None and result.metrics["supernet/archs_sampled"] == 16
+    assert (Path(result.path) / "best_arch.json").exists() and (Path(result.path) / "metrics.csv").exists()
