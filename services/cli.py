@@ -61,11 +61,28 @@ def cmd_compare(args: argparse.Namespace) -> None:
             grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
+    from .report import write_report
+
     for result in grid:
         c = result.config
         status = f"error: {result.error}" if result.error else f"best {result.metrics.get('search/best_reward', float('nan')):.4f}"
         print(f"[raynas] {c['algo']:<10} seed {c['seed']}: {status}  ({result.path})")
     print(f"[raynas] experiment in {grid.experiment_path}")
+    try:
+        print(f"[raynas] report: {write_report(grid.experiment_path)}")
+    except ValueError as exc:  # e.g. every trial failed before evaluating anything
+        print(f"[raynas] no report: {exc}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+    from .search import fail
+
+    try:
+        path = write_report(Path(args.experiment), window=args.window)
+    except ValueError as exc:
+        fail(str(exc))
+    print(f"[raynas] report: {path} (and report.html, reward_curves.png, best_curves.png)")
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:
@@ -111,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         compare.add_argument(flag, type=int if flag in ("--budget", "--epochs", "--workers") else
                              float if flag == "--gpus-per-worker" else str)
     compare.set_defaults(func=cmd_compare, algo=None, seed=None)
+
+    report = sub.add_parser("report", help="plots, tables and a verdict for a compare experiment")
+    report.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
+    report.add_argument("--window", type=int, default=None, help="architectures per point of the mean-reward curve")
+    report.set_defaults(func=cmd_report)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,170 @@
+"""The comparison report of a ``raynas compare`` experiment, computed from its trials' files.
+
+Each trial directory holds ``params.json`` (its algorithm and seed) and ``trajectory.jsonl``
+(every evaluated architecture, in order); weight-sharing trials also hold ``metrics.csv`` (the
+controller's entropy per epoch). Curves are per algorithm, mean ± std over seeds, against the
+number of architectures evaluated.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FRACTIONS = (0.9, 0.95, 0.99)
+
+
+@dataclass
+class Trial:
+    algo: str
+    seed: int
+    rewards: np.ndarray
+    best_row: dict[str, Any]
+    entropy: float | None = None
+    path: Path = field(default_factory=Path)
+
+
+def load_trials(experiment: Path) -> list[Trial]:
+    trials = []
+    for params_path in sorted(experiment.glob("*/params.json")):
+        trial_dir = params_path.parent
+        trajectory = trial_dir / "trajectory.jsonl"
+        if not trajectory.is_file():
+            continue
+        params = json.loads(params_path.read_text())
+        rows = [json.loads(line) for line in trajectory.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        entropy = None
+        if (trial_dir / "metrics.csv").is_file():
+            with (trial_dir / "metrics.csv").open() as f:
+                epochs = list(csv.DictReader(f))
+            entropy = float(epochs[-1]["controller_entropy"]) if epochs else None
+        trials.append(Trial(params["algo"], int(params["seed"]), np.array([r["reward"] for r in rows], float),
+                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir))
+    if not trials:
+        raise ValueError(f"{experiment} holds no trials with a trajectory.jsonl (is it a raynas compare experiment?)")
+    return trials
+
+
+def _mean_std(values: list[float]) -> str:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "n/a"
+    return f"{np.mean(finite):.4g} ± {np.std(finite):.2g}"
+
+
+def summarise(trials: list[Trial]) -> dict[str, dict[str, Any]]:
+    """Per algorithm: final best, architectures to reach each fraction of the experiment's best, entropy."""
+    overall = max(t.rewards.max() for t in trials)
+    table: dict[str, dict[str, Any]] = {}
+    for algo in sorted({t.algo for t in trials}):
+        group = [t for t in trials if t.algo == algo]
+        reach = {}
+        for frac in FRACTIONS:
+            hits = [int(np.argmax(t.rewards >= frac * overall)) + 1 if (t.rewards >= frac * overall).any() else None
+                    for t in group]
+            reach[frac] = [h for h in hits if h is not None]
+        table[algo] = {
+            "seeds": len(group),
+            "final_best": [float(t.rewards.max()) for t in group],
+            "reach": reach,
+            "entropy": [t.entropy for t in group],
+            "test": [t.best_row["metrics"].get("test") for t in group],
+        }
+    return table
+
+
+def verdict(table: dict[str, dict[str, Any]], overall: float) -> str:
+    """One paragraph from the numbers: who reached 99% of the best reward first, and the spread."""
+    frac = FRACTIONS[-1]
+
+    def speed(algo: str) -> tuple[int, float]:
+        hits = table[algo]["reach"][frac]
+        return (-len(hits), float(np.mean(hits)) if hits else math.inf)
+
+    order = sorted(table, key=speed)
+    parts = []
+    for algo in order:
+        row, hits = table[algo], table[algo]["reach"][frac]
+        got = (f"after {_mean_std(hits)} architectures ({len(hits)}/{row['seeds']} seeds)"
+               if hits else f"in none of its {row['seeds']} seeds")
+        parts.append(f"{algo} reached {frac:.0%} of the best reward ({overall:.4g}) {got}, final best "
+                     f"{_mean_std(row['final_best'])}")
+    return "; ".join(parts) + "."
+
+
+def _curves(trials: list[Trial], out: Path, window: int) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = (out / "reward_curves.png", out / "best_curves.png")
+    for path, title, transform in (
+        (paths[0], f"controller mean reward (blocks of {window})", lambda r: _block_means(r, window)),
+        (paths[1], "best reward found", np.maximum.accumulate),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for algo in sorted({t.algo for t in trials}):
+            series = [transform(t.rewards) for t in trials if t.algo == algo]
+            n = min(len(s) for s in series)
+            stack = np.stack([s[:n] for s in series])
+            x = (np.arange(n) + 1) * (window if path == paths[0] else 1)
+            ax.plot(x, stack.mean(0), label=f"{algo} ({len(series)} seeds)")
+            ax.fill_between(x, stack.mean(0) - stack.std(0), stack.mean(0) + stack.std(0), alpha=0.2)
+        ax.set_xlabel("architectures evaluated")
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def _block_means(rewards: np.ndarray, window: int) -> np.ndarray:
+    n = len(rewards) // window
+    return rewards[: n * window].reshape(n, window).mean(1) if n else rewards[:1]
+
+
+def write_report(experiment: str | Path, window: int | None = None) -> Path:
+    """Write reward_curves.png, best_curves.png, report.md and a self-contained report.html."""
+    experiment = Path(experiment)
+    trials = load_trials(experiment)
+    overall = max(t.rewards.max() for t in trials)
+    window = window or max(1, min(len(t.rewards) for t in trials) // 20)
+    table = summarise(trials)
+    plots = _curves(trials, experiment, window)
+    has_test = any(v is not None for row in table.values() for v in row["test"])
+    header = ["algorithm", "seeds", "final best"] + [f"archs to {f:.0%} of best" for f in FRACTIONS] + ["final entropy"]
+    header += ["test metric of best"] if has_test else []
+    rows = []
+    for algo, row in table.items():
+        cells = [algo, str(row["seeds"]), _mean_std(row["final_best"])]
+        cells += [f"{_mean_std(row['reach'][f])} ({len(row['reach'][f])}/{row['seeds']})" for f in FRACTIONS]
+        cells += [_mean_std(row["entropy"])] + ([_mean_std(row["test"])] if has_test else [])
+        rows.append(cells)
+    text = verdict(table, overall)
+    md = [f"# raynas comparison: {experiment.name}", "", text, "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", f"![controller mean reward]({plots[0].name})", f"![best reward]({plots[1].name})", ""]
+    (experiment / "report.md").write_text("\n".join(md))
+    images = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+                     for p in plots)
+    table_html = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    (experiment / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>raynas comparison</title>"
+        f"<style>body{{font-family:sans-serif;max-width:60em;margin:auto}}td,th{{border:1px solid #ccc;"
+        f"padding:4px 8px}}table{{border-collapse:collapse}}img{{max-width:100%}}</style></head><body>"
+        f"<h1>raynas comparison: {html.escape(experiment.name)}</h1><p id='verdict'>{html.escape(text)}</p>"
+        f"{table_html}{images}</body></html>\n")
+    return experiment / "report.md"
