@@ -84,8 +84,10 @@ class WeightSharingMixin:
     def controller_phase(self) -> list[dict[str, Any]]:
         target = min(self.config.budget, (self.epoch + 1) * self.ws["archs_per_epoch"])
         rows: list[dict[str, Any]] = []
+        self.epoch_entropies: list[float] = []
         while self.recorder.count < target:
             rows += self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
+            self.epoch_entropies += self.last_entropies
         return rows
 
     def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
@@ -105,18 +107,12 @@ class WeightSharingMixin:
         c.load_state_dict(self.controller_weights())
         return c
 
-    def _entropy(self, archs: list[list[int]]) -> float:
-        if self.uniform_policy:
-            return float(np.log(self.space.static_masks().sum(1)).sum())
-        with torch.no_grad():
-            return float(self.controller().evaluate(archs).entropy.mean())
-
     # -- outputs ---------------------------------------------------------------------------
     def end_epoch(self, shared: dict[str, float], rows: list[dict[str, Any]]) -> None:
         rewards = [r["reward"] for r in rows]
         row = {"epoch": self.epoch, "shared_loss": shared["loss"], "shared_accuracy": shared["accuracy"],
                "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),
-               "controller_entropy": self._entropy([self.space.from_string(r["arch"]) for r in rows]),
+               "controller_entropy": float(np.mean(self.epoch_entropies)) if self.epoch_entropies else float("nan"),
                "best_reward": self.recorder.best["reward"], "archs_sampled": self.recorder.count,
                "lr": shared["lr"], "wall_time": time.time() - self.started}
         path = self.out_dir / "metrics.csv"

@@ -49,6 +49,9 @@ def test_budget_exact_and_outputs(ray_session, additive_table, tmp_path, algo):
     table, _ = additive_table
     results = run(build(algo, table, tmp_path, budget=37, seed=1, episodes_per_iteration=16))
     assert [int(r["search"]["archs_sampled"]) for r in results] == [16, 32, 37]
+    uniform = 6 * np.log(5)  # entropy of the sampling policy, summed over the 6 decisions
+    entropy = results[0]["search"]["entropy"]
+    assert entropy == pytest.approx(uniform) if algo == "random" else 0 < entropy < uniform
     rows = read_trajectory(tmp_path)
     assert [r["sample"] for r in rows] == list(range(37))
     space = NB201Space()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.metrics import (
     ALL_MODULES, ENV_RUNNER_RESULTS, ENV_RUNNER_SAMPLING_TIMER, LEARNER_RESULTS, LEARNER_UPDATE_TIMER,
@@ -99,6 +100,14 @@ def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None) -> Evaluato
     raise ValueError(f"unknown evaluator type {kind!r}; available here: 'table'")
 
 
+def _episode_entropy(episode) -> float:
+    """Entropy of the policy that sampled the architecture, summed over its decisions."""
+    logits = np.asarray(episode.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS), np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return float(-(np.exp(logp) * logp).sum())
+
+
 class SearchAlgorithmMixin:
     """``training_step`` of every search algorithm; subclasses may override ``evaluate_architectures``."""
 
@@ -141,6 +150,7 @@ class SearchAlgorithmMixin:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes = self._sample_episodes(n)
         archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
+        self.last_entropies = [_episode_entropy(ep) for ep in episodes]
         evaluations = self.evaluate_architectures(archs)
         for ep, ev in zip(episodes, evaluations):
             ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
@@ -182,6 +192,7 @@ class SearchAlgorithmMixin:
     def _log_search_metrics(self, evaluations: list[Evaluation]) -> None:
         rewards = np.array([e.reward for e in evaluations])
         for key, value in [("archs_sampled", self.recorder.count), ("reward_mean", rewards.mean()),
+                           ("entropy", np.mean(self.last_entropies)),
                            ("reward_max", rewards.max()), ("best_reward", self.recorder.best["reward"]),
                            ("done", float(self.search_done))]:
             self.metrics.log_value((SEARCH, key), float(value), window=1)
