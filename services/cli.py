@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, load_config
+
+
+def fail(message: str) -> None:
+    """One error line on stderr, exit code 2."""
+    print(f"raynas: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -19,7 +26,7 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from .search import fail, load_run_config, run_search
+    from .search import load_run_config, run_search
 
     try:
         if args.resume:
@@ -44,7 +51,6 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from .compare import resume_compare, run_compare
     from .ray_cluster import connect
-    from .search import fail
 
     try:
         if args.resume:
@@ -76,7 +82,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
-    from .search import fail
 
     try:
         path = write_report(Path(args.experiment), window=args.window)

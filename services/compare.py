@@ -19,6 +19,7 @@ from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from .config import SearchConfig, from_dict, to_dict
 from .search import algorithm_config, preflight
+from .weight_sharing import worker_bundles
 
 TRIAL_METRICS = ("search", "supernet")
 
@@ -52,8 +53,7 @@ def trial_resources(cfg: SearchConfig) -> PlacementGroupFactory:
     bundles: list[dict[str, float]] = [{"CPU": 1.0}]
     if cfg.uses_supernet:
         ws = cfg.weight_sharing
-        worker = {"CPU": ws.cpus_per_worker, **({"GPU": ws.gpus_per_worker} if ws.gpus_per_worker else {})}
-        bundles += [worker] * ws.workers
+        bundles += worker_bundles(ws.workers, ws.cpus_per_worker, ws.gpus_per_worker)
     return PlacementGroupFactory(bundles)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -142,7 +141,3 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         if started_ray:
             ray.shutdown()
 
-
-def fail(message: str) -> None:
-    print(f"raynas: error: {message}", file=sys.stderr)
-    raise SystemExit(2)

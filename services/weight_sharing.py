@@ -62,8 +62,8 @@ class WeightSharingMixin:
         Tune trial reserves its workers' CPUs/GPUs and trials never oversubscribe GPUs."""
         request = super().default_resource_request(config)
         ws = config.weight_sharing if isinstance(config, AlgorithmConfig) else config["weight_sharing"]
-        worker = {"CPU": ws["cpus_per_worker"], **({"GPU": ws["gpus_per_worker"]} if ws["gpus_per_worker"] else {})}
-        return PlacementGroupFactory(request.bundles + [worker] * ws["workers"], strategy=request.strategy)
+        workers = worker_bundles(ws["workers"], ws["cpus_per_worker"], ws["gpus_per_worker"])
+        return PlacementGroupFactory(request.bundles + workers, strategy=request.strategy)
 
     # -- one ENAS epoch ------------------------------------------------------------------
     def training_step(self) -> None:
@@ -180,6 +180,12 @@ class WeightSharingMixin:
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         super().cleanup()
+
+
+def worker_bundles(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> list[dict[str, float]]:
+    """One placement-group bundle per supernet worker."""
+    worker = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    return [dict(worker) for _ in range(workers)]
 
 
 def truncate_metrics(path: Path, epochs: int) -> None:
