@@ -99,6 +99,69 @@ def cmd_make_table(args: argparse.Namespace) -> None:
     print(f"wrote a generated nb201 landscape (seed {args.seed}) to {args.out}")
 
 
+def _jobs(address: str | None):
+    from .jobs import JobsError, RaynasJobs
+
+    try:
+        return RaynasJobs(address)
+    except JobsError as exc:
+        fail(str(exc))
+
+
+def _print_ended(record) -> None:
+    line = f"[raynas] job {record.job_id} {record.status}"
+    print(line + (f": {record.message}" if record.message and record.status != "SUCCEEDED" else ""))
+    if record.status != "SUCCEEDED":
+        raise SystemExit(1)
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from .jobs import JobsError
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    jobs = _jobs(args.address)
+    try:
+        job_id = jobs.submit(command, working_dir=args.working_dir, submission_id=args.job_id,
+                             entrypoint_num_gpus=args.entrypoint_gpus)
+        print(f"[raynas] submitted job {job_id} to {jobs.address}")
+        if args.follow:
+            _print_ended(jobs.follow(job_id, lambda chunk: print(chunk, end="", flush=True)))
+        else:
+            print(f"[raynas] follow it with: raynas jobs logs {job_id} --follow"
+                  + (f" --address {args.address}" if args.address else ""))
+    except JobsError as exc:
+        fail(str(exc))
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    from datetime import datetime
+
+    from .jobs import JobsError
+
+    jobs = _jobs(args.address)
+    try:
+        if args.action == "list":
+            for job in jobs.list():
+                started = datetime.fromtimestamp(job.start_time).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-"
+                print(f"{job.job_id:<28} {job.status:<10} {started}  {job.entrypoint}")
+            return
+        if not args.job_id:
+            fail(f"`raynas jobs {args.action}` needs a JOB_ID (see `raynas jobs list`)")
+        if args.action == "status":
+            job = jobs.status(args.job_id)
+            print(f"{job.job_id} {job.status}" + (f": {job.message}" if job.message else ""))
+        elif args.action == "logs":
+            if args.follow:
+                _print_ended(jobs.follow(args.job_id, lambda chunk: print(chunk, end="", flush=True)))
+            else:
+                print(jobs.logs(args.job_id), end="")
+        elif args.action == "stop":
+            stopped = jobs.stop(args.job_id)
+            print(f"[raynas] job {args.job_id} " + ("stopping" if stopped else "had already ended"))
+    except JobsError as exc:
+        fail(str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
     report.add_argument("--window", type=int, default=None, help="architectures per point of the mean-reward curve")
     report.set_defaults(func=cmd_report)
+
+    submit = sub.add_parser("submit", help="run a raynas command as a Ray job on a cluster",
+                            usage="raynas submit [--address URL] [--follow] -- raynas search --config ...")
+    submit.add_argument("--address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
+    submit.add_argument("--working-dir", default=".", help="directory shipped as the job's working directory")
+    submit.add_argument("--job-id", help="submission id (default: generated); submitting an existing one fails")
+    submit.add_argument("--entrypoint-gpus", type=float, help="GPUs reserved for the job's driver")
+    submit.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
+    submit.add_argument("command", nargs=argparse.REMAINDER, help="-- then the raynas command to run")
+    submit.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list, inspect, follow and stop submitted jobs")
+    jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--address", help="the head's Jobs API, http://HEAD:8265")
+    jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    jobs.set_defaults(func=cmd_jobs)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)

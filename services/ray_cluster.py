@@ -7,9 +7,15 @@ import ray
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Initialise Ray unless it already is; return True when this call started it."""
+    """Initialise Ray unless it already is; return True when this call started it.
+
+    ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance even
+    when a cluster runs here, or None for Ray's "auto" (a running one, else embedded)."""
     if ray.is_initialized():
         return False
+    if address == "local":
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        return True
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return True

@@ -28,10 +28,33 @@ def arrays_dir(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole test session (a start costs seconds)."""
+def _shutdown_ray_at_end():
+    yield
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_shutdown_ray_at_end):
+    """One local Ray instance shared by the session's tests (a start costs seconds); started again
+    only after a test that needed a cluster of its own shut it down."""
+    import ray
+
+    if not ray.is_initialized():
+        # "local": never attach to a cluster someone started on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A real head (`ray start --head`, dashboard and Jobs API on 127.0.0.1), stopped at the end."""
+    from tests.ray_head import RayHead
+
+    head = RayHead(tmp_path_factory.mktemp("head"))
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()

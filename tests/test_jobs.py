@@ -1,0 +1,105 @@
+"""`raynas submit` / `raynas jobs` against a real head started by the test (Jobs API on 127.0.0.1)."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller_policy.landscapes import nb201_landscape
+from services.cli import main
+from services.config import to_dict
+from services.jobs import JobsError, entrypoint, project_runtime_env
+from tests.ray_head import free_port
+
+
+def run_cli(capsys, *argv):
+    """Run the CLI; return (exit code, stdout, stderr)."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_entrypoint_runs_the_shipped_cli():
+    assert entrypoint(["raynas", "search", "--config", "a b.yaml"]) == "python -m services.cli search --config 'a b.yaml'"
+    assert entrypoint(["report", "x"]) == "python -m services.cli report x"
+    for bad, said in (([], "nothing to submit"), (["raynas"], "nothing to submit"), (["rm", "-rf", "/"], "cannot submit 'rm'")):
+        with pytest.raises(JobsError, match=said):
+            entrypoint(bad)
+
+
+def test_runtime_env_ships_the_checkout_or_the_packages(tmp_path):
+    here = Path(__file__).resolve().parents[1]
+    env = project_runtime_env(here)
+    assert env["working_dir"] == str(here) and "py_modules" not in env and ".venv" in env["excludes"]
+    env = project_runtime_env(tmp_path)  # elsewhere: the packages travel as py_modules
+    assert sorted(Path(p).name for p in env["py_modules"]) == ["controller_policy", "services", "supernet_worker"]
+    with pytest.raises(JobsError, match="not a directory"):
+        project_runtime_env(tmp_path / "missing")
+
+
+def test_unreachable_address_is_one_clear_line(capsys):
+    code, _, err = run_cli(capsys, "jobs", "list", "--address", f"http://127.0.0.1:{free_port()}")
+    assert code == 2 and "cannot reach the Ray Jobs API at http://127.0.0.1:" in err and len(err.splitlines()) == 1
+
+
+def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, arrays_dir):
+    from tests.test_weight_sharing import tiny_config
+
+    url = ray_head.jobs_url
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
+    ws_cfg = to_dict(tiny_config(tmp_path / "ws", **{"data.source": "arrays", "data.data_dir": str(arrays_dir)}))
+    (tmp_path / "ws.yaml").write_text(yaml.safe_dump(ws_cfg))
+
+    # Submitted without waiting, then followed: both run on the head at once.
+    code, out, err = run_cli(capsys, "submit", "--address", url, "--", "raynas", "search", "--space", "nb201",
+                             "--evaluator", "table", "--table", str(table), "--reward-key", "valid",
+                             "--budget", "16", "--out", str(tmp_path / "tab"))
+    assert code == 0, err
+    tab_id = out.split("submitted job ")[1].split()[0]
+    code, out, err = run_cli(capsys, "submit", "--address", url, "--follow", "--",
+                             "raynas", "search", "--config", str(tmp_path / "ws.yaml"))
+    assert code == 0, out + err
+    assert "[raynas] done: best reward" in out and "SUCCEEDED" in out
+    assert json.loads((tmp_path / "ws" / "best_arch.json").read_text())["arch"]
+
+    code, out, err = run_cli(capsys, "jobs", "logs", tab_id, "--follow", "--address", url)
+    assert code == 0 and f"job {tab_id} SUCCEEDED" in out
+    summary = json.loads((tmp_path / "tab" / "summary.json").read_text())
+    assert summary["evaluated"] == 16 and len((tmp_path / "tab" / "trajectory.jsonl").read_text().splitlines()) == 16
+
+    code, out, _ = run_cli(capsys, "jobs", "status", tab_id, "--address", url)
+    assert code == 0 and out.startswith(f"{tab_id} SUCCEEDED")
+    code, out, _ = run_cli(capsys, "jobs", "list", "--address", url)
+    assert code == 0 and tab_id in out and out.count("SUCCEEDED") == 2
+    code, out, _ = run_cli(capsys, "jobs", "logs", tab_id, "--address", url)
+    assert "[raynas] done" in out
+
+    # A failing job: the error comes back, the exit code says so.
+    code, out, _ = run_cli(capsys, "submit", "--address", url, "--follow", "--", "raynas", "search",
+                           "--config", str(tmp_path / "missing.yaml"))
+    assert code == 1 and "FAILED" in out and "missing.yaml" in out
+
+    for action in ("status", "logs", "stop"):
+        code, _, err = run_cli(capsys, "jobs", action, "raysubmit_nosuchjob", "--address", url)
+        assert code == 2 and "no job 'raysubmit_nosuchjob'" in err, (action, err)
+
+
+def test_stop_a_running_job(ray_head, tmp_path, capsys):
+    url = ray_head.jobs_url
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(1)))
+    code, out, _ = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", "search",
+                           "--space", "nb201", "--evaluator", "table", "--table", str(table), "--budget", "100000",
+                           "--out", str(tmp_path / "long"))
+    assert code == 0 and "raynas-stop-me" in out
+    code, out, _ = run_cli(capsys, "jobs", "stop", "raynas-stop-me", "--address", url)
+    assert code == 0 and "stopping" in out
+    code, out, _ = run_cli(capsys, "jobs", "logs", "raynas-stop-me", "--follow", "--address", url)
+    assert code == 1 and "STOPPED" in out
+    code, _, err = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", "search")
+    assert code == 2 and "job id 'raynas-stop-me' is already taken" in err
