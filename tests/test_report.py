@@ -44,3 +44,61 @@ def test_report_numbers_and_files(experiment):
 def test_report_on_a_directory_without_trials(tmp_path):
     with pytest.raises(ValueError, match="holds no trials"):
         write_report(tmp_path)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=10000"]
+# Appended to a copy of the report: after load, what the browser made of the page goes into the DOM.
+PROBE = """<script>window.addEventListener('load', () => {
+  const out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]),
+    rows: [...document.querySelectorAll('table tr')].map(r => [...r.cells].map(c => c.textContent)),
+    verdict: document.getElementById('verdict').textContent,
+    fetched: performance.getEntriesByType('resource').map(e => e.name)});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def chromium():
+    import os
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("RAYNAS_REQUIRE_CHROMIUM"):  # .ci/run installs it and sets this
+            pytest.fail("RAYNAS_REQUIRE_CHROMIUM is set but no chromium is on PATH")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    return path
+
+
+def test_report_html_renders_in_headless_chromium(experiment, tmp_path):
+    import re
+    import subprocess
+
+    browser = chromium()
+    write_report(experiment, window=2)
+    page = tmp_path / "probe.html"
+    page.write_text((experiment / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert match, dom.stderr[-2000:]
+    import html as html_lib
+
+    seen = json.loads(html_lib.unescape(match.group(1)))
+    # Both plots decoded from the embedded data (a broken image has naturalWidth 0).
+    assert [i[0] for i in seen["images"]] == ["reward_curves", "best_curves"]
+    assert all(complete and w > 300 and h > 200 for _, complete, w, h in seen["images"]), seen["images"]
+    assert seen["fetched"] == []  # self-contained: nothing loaded from anywhere
+    assert seen["rows"][0][0] == "algorithm" and [r[0] for r in seen["rows"][1:]] == ["ppo", "random"]
+    assert seen["verdict"].startswith("ppo reached 99% of the best reward (0.9)")
+
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+                    "--window-size=1200,1600", (experiment / "report.html").as_uri()], capture_output=True, timeout=120)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (1600, 1200) and pixels.std() > 0.05  # something was drawn, not a blank page
