@@ -74,6 +74,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         status = f"error: {result.error}" if result.error else f"best {result.metrics.get('search/best_reward', float('nan')):.4f}"
         print(f"[raynas] {c['algo']:<10} seed {c['seed']}: {status}  ({result.path})")
     print(f"[raynas] experiment in {grid.experiment_path}")
+    unfinished = [r for r in grid if r.error is None and not r.metrics.get("done")]
+    if unfinished:  # Ctrl-C: Tune saved the experiment's state
+        print(f"[raynas] interrupted with {len(unfinished)} trial(s) unfinished; continue with: "
+              f"raynas compare --resume {grid.experiment_path}")
+        raise SystemExit(130)
     try:
         print(f"[raynas] report: {write_report(grid.experiment_path)}")
     except ValueError as exc:  # e.g. every trial failed before evaluating anything

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,42 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {f"{group}/{key}": float(value) for group in TRIAL_METRICS for key, value in result.get(group, {}).items()}
 
 
+# Files Tune writes itself into a trial's directory; everything else there is the search's own.
+TUNE_FILES = ("params.json", "params.pkl", "result.json", "progress.csv", "events.out.tfevents", "error.",
+              "checkpoint_")
+
+
+def fetch_artifacts(dest: Path) -> int:
+    """Bring the trial's synced files (trajectory, metrics, ...) back from the experiment's storage
+    (local or a URI) into a fresh working directory, as after ``--resume`` in a new Ray session;
+    files already here are kept. Returns how many files were copied."""
+    import pyarrow.fs as pafs
+    from ray.train._internal.session import get_storage
+
+    storage = get_storage()
+    fs, root = storage.storage_filesystem, storage.trial_fs_path.rstrip("/")
+    copied = 0
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        rel = info.path[len(root):].lstrip("/")
+        target = dest / rel
+        if info.type != pafs.FileType.File or rel.startswith(TUNE_FILES) or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(info.path) as src, target.open("wb") as out:
+            shutil.copyfileobj(src, out)
+        copied += 1
+    return copied
+
+
 def search_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: one search, reported and checkpointed every iteration."""
     cfg = from_dict(SearchConfig, config["search"]).validate()
     cfg = dataclasses.replace(cfg, algo=config["algo"], seed=config["seed"]).validate()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        fetch_artifacts(Path.cwd())
     algo = algorithm_config(cfg, out_dir=os.getcwd()).build_algo()  # the trial's working dir: artifacts
     try:
-        checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as path:
                 algo.restore_from_path(path)
@@ -58,14 +88,14 @@ def trial_resources(cfg: SearchConfig) -> PlacementGroupFactory:
 
 
 def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str,
-               max_failures: int = 1) -> tune.Tuner:
+               max_failures: int = 1, callbacks: list[tune.Callback] | None = None) -> tune.Tuner:
     preflight(cfg)
     trainable = tune.with_resources(search_trial, trial_resources(cfg))
     param_space = {"search": to_dict(cfg), "algo": tune.grid_search(algos), "seed": tune.grid_search(list(range(seeds)))}
     run_config = tune.RunConfig(
         name=name, storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
+        sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1, callbacks=callbacks,
     )
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
 
@@ -73,8 +103,11 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, na
 COMPARE_CONFIG = "raynas_compare.json"
 
 
-def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str) -> tune.ResultGrid:
-    tuner = make_tuner(cfg, algos, seeds, storage, name)
+def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str,
+                max_failures: int = 1, callbacks: list[tune.Callback] | None = None) -> tune.ResultGrid:
+    """``max_failures``: retries of a failed trial (from its last checkpoint) before it is
+    reported as errored; the other trials go on either way."""
+    tuner = make_tuner(cfg, algos, seeds, storage, name, max_failures, callbacks)
     experiment = Path(storage).expanduser().resolve() / name
     experiment.mkdir(parents=True, exist_ok=True)
     (experiment / COMPARE_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")

@@ -125,6 +125,8 @@ class WeightSharingMixin:
         for key, value in row.items():
             if key != "epoch":
                 self.metrics.log_value((SUPERNET, key), float(value), window=1)
+        # Workers restarted after a crash or a lost node, since the search began.
+        self.metrics.log_value((SUPERNET, "worker_recoveries"), float(self.pool.recoveries), window=1)
         for key, value in row.items():
             if key != "epoch":
                 self.tensorboard().add_scalar(f"raynas/{key}", value, self.epoch)

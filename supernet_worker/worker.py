@@ -105,6 +105,7 @@ class SupernetWorker:
 
     def ping(self) -> dict[str, Any]:
         return {"rank": self.rank, "global_step": self.global_step, "pid": os.getpid(), "device": str(self.device),
+                "node_id": ray.get_runtime_context().get_node_id(),
                 "train_images": self.splits.train.num_images, "valid_images": self.splits.valid.num_images}
 
     # -- controller ------------------------------------------------------------------------

@@ -1,6 +1,13 @@
 """`raynas compare`: one real Tune experiment, a trial per (algorithm, seed)."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+from ray import tune
 
 from controller_policy.landscapes import nb201_landscape
 from services.compare import resume_compare, run_compare
@@ -35,3 +42,82 @@ def test_compare_weight_sharing_trial_places_its_workers(ray_session, tmp_path):
     (result,) = list(grid)
     assert result.error is None and result.metrics["supernet/archs_sampled"] == 16
     assert (Path(result.path) / "best_arch.json").exists() and (Path(result.path) / "metrics.csv").exists()
+
+
+def table_config(tmp_path, budget):
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
+    return load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(table),
+                              "evaluator.reward_key": "valid", "budget": budget})
+
+
+class KillTrialProcess(tune.Callback):
+    """SIGKILLs a trial's process when it reports: a crash, as when a node's process dies.
+    From the second iteration on, so that the first one's checkpoint is registered with Tune."""
+
+    def __init__(self, times_per_algo, from_iteration=2):
+        self.times, self.kills, self.from_iteration = dict(times_per_algo), {}, from_iteration
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        algo = trial.config["algo"]
+        if result["training_iteration"] >= self.from_iteration and self.kills.get(algo, 0) < self.times.get(algo, 0):
+            self.kills[algo] = self.kills.get(algo, 0) + 1
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def assert_complete(result, budget):
+    """Every architecture recorded once, in order, whatever restarts happened."""
+    samples = [json.loads(line)["sample"] for line in (Path(result.path) / "trajectory.jsonl").read_text().splitlines()]
+    assert samples == list(range(budget)) and result.metrics["search/archs_sampled"] == budget
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint_while_others_finish(ray_session, tmp_path):
+    cfg = table_config(tmp_path, budget=24)  # 3 iterations of 8
+    killer = KillTrialProcess({"ppo": 1, "reinforce": 99})  # ppo crashes once, reinforce every time
+    grid = run_compare(cfg, ["ppo", "reinforce", "random"], seeds=1, storage=str(tmp_path / "tune"), name="faults",
+                       max_failures=1, callbacks=[killer])
+    by_algo = {r.config["algo"]: r for r in grid}
+    assert killer.kills == {"ppo": 1, "reinforce": 2}  # the first run and its one retry
+    ppo = by_algo["ppo"]
+    assert ppo.error is None and ppo.metrics["training_iteration"] == 3
+    assert ppo.metrics["iterations_since_restore"] == 2  # continued from iteration 1's checkpoint
+    assert_complete(ppo, 24)
+    assert by_algo["random"].error is None and by_algo["random"].metrics["iterations_since_restore"] == 3
+    assert_complete(by_algo["random"], 24)
+    failed = by_algo["reinforce"]
+    assert failed.error is not None and "died" in str(failed.error).lower()
+    assert len(grid.errors) == 1
+
+
+def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
+    table_config(tmp_path, budget=48)
+    storage, name = tmp_path / "tune", "interrupted"
+    cmd = [sys.executable, "-m", "services.cli", "compare", "--algos", "ppo,random", "--seeds", "1",
+           "--space", "nb201", "--evaluator", "table", "--table", str(tmp_path / "table.json"),
+           "--reward-key", "valid", "--budget", "48", "--storage", str(storage), "--name", name, "--address", "local"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while not list((storage / name).glob("search_trial_*/checkpoint_000001")):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment's state and stops
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the embedded cluster the CLI started
+        except ProcessLookupError:
+            pass
+    assert "raynas compare --resume" in output, output[-3000:]
+    before = {p.parent.name: len(list(p.parent.glob("checkpoint_*")))
+              for p in (storage / name).glob("search_trial_*/params.json")}
+    assert any(0 < n for n in before.values())
+
+    grid = resume_compare(str(storage / name))
+    assert len(grid) == 2 and not grid.errors
+    for result in grid:
+        assert_complete(result, 48)
+        assert result.metrics["training_iteration"] == 6
+    assert any(r.metrics["iterations_since_restore"] < 6 for r in grid)  # continued, not started over
