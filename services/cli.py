@@ -67,7 +67,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    from .report import write_report
+    from .report import report_at
 
     for result in grid:
         c = result.config
@@ -80,16 +80,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
               f"raynas compare --resume {grid.experiment_path}")
         raise SystemExit(130)
     try:
-        print(f"[raynas] report: {write_report(grid.experiment_path)}")
+        print(f"[raynas] report: {report_at(grid.experiment_path)}")
     except ValueError as exc:  # e.g. every trial failed before evaluating anything
         print(f"[raynas] no report: {exc}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .report import report_at
 
     try:
-        path = write_report(Path(args.experiment), window=args.window)
+        path = report_at(args.experiment, window=args.window)
     except ValueError as exc:
         fail(str(exc))
     print(f"[raynas] report: {path} (and report.html, reward_curves.png, best_curves.png)")
@@ -167,6 +167,107 @@ def cmd_jobs(args: argparse.Namespace) -> None:
         fail(str(exc))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
+    from .jobs import JobsError
+    from .search_service import ServiceConfig, start_service
+    from .service_client import read_token
+
+    try:
+        cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
+                            runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
+                            tls_cert=args.tls_cert, tls_key=args.tls_key, poll_interval_s=args.poll_interval)
+        service = start_service(cfg)
+    except (ValueError, JobsError) as exc:
+        fail(str(exc))
+    scheme = "TLS" if cfg.tls_cert else "plaintext"
+    print(f"[raynas] search service on {cfg.host}:{service.port} ({scheme}"
+          f"{', bearer token required' if cfg.token else ''}); records in {cfg.db}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    service.stop()
+    print("[raynas] search service stopped (running searches go on as Ray jobs)")
+
+
+CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
+
+
+def _client_request(args: argparse.Namespace):
+    from .proto import raynas_pb2 as pb
+
+    spec = pb.SearchSpec(**{k: getattr(args, k) for k in CLIENT_SPEC_FLAGS if getattr(args, k)})
+    for flag, enum in (("space", pb.SearchSpace), ("algo", pb.Algorithm), ("evaluator", pb.Evaluator)):
+        value = getattr(args, flag)
+        if value:
+            try:
+                setattr(spec, "algorithm" if flag == "algo" else flag, enum.Value(value.upper()))
+            except ValueError:
+                fail(f"--{flag} {value}: choose {', '.join(n.lower() for n in enum.keys()[1:])}")
+    for flag in ("budget", "seed", "epochs", "workers", "gpus_per_worker"):
+        if getattr(args, flag) is not None:
+            setattr(spec, flag, getattr(args, flag))
+    if args.yaml:
+        try:
+            spec.yaml_overrides = Path(args.yaml).read_text()
+        except OSError as exc:
+            fail(f"--yaml {args.yaml}: {exc.strerror}")
+    return pb.SubmitSearchRequest(spec=spec, name=args.name or "", idempotency_key=args.idempotency_key or "")
+
+
+def cmd_client(args: argparse.Namespace) -> None:
+    import grpc
+    from google.protobuf.json_format import MessageToJson
+
+    from .proto import raynas_pb2 as pb
+    from .service_client import SearchClient, read_token
+
+    try:
+        token = read_token(args.token_file, args.token_env)
+    except ValueError as exc:
+        fail(str(exc))
+    needs_id = args.action in ("get", "watch", "cancel", "result")
+    if needs_id and not args.id:
+        fail(f"`raynas client {args.action}` needs a search id (see `raynas client list`)")
+    show = lambda message: print(MessageToJson(message, preserving_proto_field_name=True))  # noqa: E731
+    with SearchClient(args.address, token, args.tls_ca, args.tls) as client:
+        try:
+            if args.action == "submit":
+                show(client.call("SubmitSearch", _client_request(args)))
+            elif args.action == "get":
+                show(client.call("GetSearch", pb.GetSearchRequest(id=args.id)))
+            elif args.action == "cancel":
+                show(client.call("CancelSearch", pb.CancelSearchRequest(id=args.id)))
+            elif args.action == "result":
+                show(client.call("GetResult", pb.GetResultRequest(id=args.id)))
+            elif args.action == "list":
+                request = pb.ListSearchesRequest(states=[pb.SearchState.Value(s.upper()) for s in args.state or []],
+                                                 name_prefix=args.name_prefix or "", page_size=args.page_size)
+                while True:
+                    page = client.call("ListSearches", request)
+                    for s in page.searches:
+                        best = f"{s.progress.best_reward:.4f}" if s.progress.has_best else "-"
+                        print(f"{s.id}  {pb.SearchState.Name(s.state):<9}  {s.name:<20} epoch {s.progress.epoch:<4} "
+                              f"archs {s.progress.archs_sampled:<6} best {best}")
+                    if not page.next_page_token:
+                        break
+                    request.page_token = page.next_page_token
+            elif args.action == "watch":
+                final = None
+                for p in client.watch(pb.WatchSearchRequest(id=args.id)):
+                    final = p
+                    best = f" best {p.best_reward:.4f} {p.best_arch}" if p.has_best else ""
+                    print(f"[{pb.SearchState.Name(p.state)}] epoch {p.epoch} archs {p.archs_sampled}{best}", flush=True)
+                if final is None or final.state != pb.SUCCEEDED:
+                    search = client.call("GetSearch", pb.GetSearchRequest(id=args.id))
+                    fail(f"search {args.id} ended {pb.SearchState.Name(search.state)}: {search.error}")
+        except grpc.RpcError as exc:
+            fail(f"{exc.code().name}: {exc.details()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +324,40 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", help="the head's Jobs API, http://HEAD:8265")
     jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
     jobs.set_defaults(func=cmd_jobs)
+
+    serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
+    serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
+    serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
+    serve.add_argument("--runs-dir", default="runs/service/searches",
+                       help="searches write below it (a disk the cluster and the service share)")
+    serve.add_argument("--token-file", help="bearer token clients must send (first line of the file)")
+    serve.add_argument("--token-env", help="... or the name of an environment variable holding it")
+    serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key: TLS")
+    serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks at Ray's jobs")
+    serve.set_defaults(func=cmd_serve)
+
+    client = sub.add_parser("client", help="talk to a raynas search service")
+    client.add_argument("action", choices=["submit", "get", "list", "watch", "cancel", "result"])
+    client.add_argument("id", nargs="?", help="search id (get, watch, cancel, result)")
+    client.add_argument("--address", default="127.0.0.1:50051")
+    client.add_argument("--token-file")
+    client.add_argument("--token-env")
+    client.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    client.add_argument("--tls-ca", help="TLS, trusting this CA certificate (PEM)")
+    for flag in ("--preset", "--space", "--algo", "--evaluator", "--table", "--reward-key", "--data-dir", "--name",
+                 "--idempotency-key"):
+        client.add_argument(flag, help="submit")
+    client.add_argument("--yaml", help="submit: a YAML file of overrides (the layout of configs/*.yaml)")
+    for flag in ("--budget", "--seed", "--epochs", "--workers"):
+        client.add_argument(flag, type=int, help="submit")
+    client.add_argument("--gpus-per-worker", type=float, help="submit")
+    client.add_argument("--state", action="append", help="list: only these states (repeatable)")
+    client.add_argument("--name-prefix", help="list")
+    client.add_argument("--page-size", type=int, default=50, help="list")
+    client.set_defaults(func=cmd_client)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ray import tune
 from ray.tune import Checkpoint
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
+from . import storage
 from .config import SearchConfig, from_dict, to_dict
 from .search import algorithm_config, preflight
 from .weight_sharing import worker_bundles
@@ -37,24 +37,13 @@ TUNE_FILES = ("params.json", "params.pkl", "result.json", "progress.csv", "event
 
 def fetch_artifacts(dest: Path) -> int:
     """Bring the trial's synced files (trajectory, metrics, ...) back from the experiment's storage
-    (local or a URI) into a fresh working directory, as after ``--resume`` in a new Ray session;
-    files already here are kept. Returns how many files were copied."""
-    import pyarrow.fs as pafs
+    into a fresh working directory, as after ``--resume`` in a new Ray session; files already
+    here are kept. Returns how many files were copied."""
     from ray.train._internal.session import get_storage
 
-    storage = get_storage()
-    fs, root = storage.storage_filesystem, storage.trial_fs_path.rstrip("/")
-    copied = 0
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        rel = info.path[len(root):].lstrip("/")
-        target = dest / rel
-        if info.type != pafs.FileType.File or rel.startswith(TUNE_FILES) or target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(info.path) as src, target.open("wb") as out:
-            shutil.copyfileobj(src, out)
-        copied += 1
-    return copied
+    ctx = get_storage()
+    return storage.download(ctx.storage_filesystem, ctx.trial_fs_path, dest,
+                            accept=lambda rel: not rel.startswith(TUNE_FILES))
 
 
 def search_trial(config: dict[str, Any]) -> None:
@@ -87,13 +76,13 @@ def trial_resources(cfg: SearchConfig) -> PlacementGroupFactory:
     return PlacementGroupFactory(bundles)
 
 
-def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str,
+def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: str, name: str,
                max_failures: int = 1, callbacks: list[tune.Callback] | None = None) -> tune.Tuner:
     preflight(cfg)
     trainable = tune.with_resources(search_trial, trial_resources(cfg))
     param_space = {"search": to_dict(cfg), "algo": tune.grid_search(algos), "seed": tune.grid_search(list(range(seeds)))}
     run_config = tune.RunConfig(
-        name=name, storage_path=str(Path(storage).expanduser().resolve()) if "://" not in storage else storage,
+        name=name, storage_path=storage_path if storage.is_uri(storage_path) else storage.resolve(storage_path)[1],
         failure_config=tune.FailureConfig(max_failures=max_failures),
         sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1, callbacks=callbacks,
     )
@@ -103,23 +92,23 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, na
 COMPARE_CONFIG = "raynas_compare.json"
 
 
-def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage: str, name: str,
+def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: str, name: str,
                 max_failures: int = 1, callbacks: list[tune.Callback] | None = None) -> tune.ResultGrid:
     """``max_failures``: retries of a failed trial (from its last checkpoint) before it is
     reported as errored; the other trials go on either way."""
-    tuner = make_tuner(cfg, algos, seeds, storage, name, max_failures, callbacks)
-    experiment = Path(storage).expanduser().resolve() / name
-    experiment.mkdir(parents=True, exist_ok=True)
-    (experiment / COMPARE_CONFIG).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    tuner = make_tuner(cfg, algos, seeds, storage_path, name, max_failures, callbacks)
+    fs, root = storage.resolve(storage_path)
+    storage.write_text(fs, f"{root}/{name}/{COMPARE_CONFIG}", json.dumps(to_dict(cfg), indent=2) + "\n")
     return tuner.fit()
 
 
 def resume_compare(path: str) -> tune.ResultGrid:
     """Tune's restore: unfinished trials continue from their checkpoints, finished ones are kept."""
-    saved = Path(path) / COMPARE_CONFIG
-    if not saved.is_file():
+    fs, root = storage.resolve(path)
+    saved = storage.read_text(fs, f"{root}/{COMPARE_CONFIG}")
+    if saved is None:
         raise ValueError(f"{path} is not a raynas compare experiment (no {COMPARE_CONFIG})")
-    cfg = from_dict(SearchConfig, json.loads(saved.read_text())).validate()
+    cfg = from_dict(SearchConfig, json.loads(saved)).validate()
     trainable = tune.with_resources(search_trial, trial_resources(cfg))
-    return tune.Tuner.restore(str(Path(path).resolve()), trainable, resume_unfinished=True,
+    return tune.Tuner.restore(path if storage.is_uri(path) else root, trainable, resume_unfinished=True,
                               resume_errored=True).fit()

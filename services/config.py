@@ -191,26 +191,46 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(str(exc)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """YAML file (optional) + dotted overrides (``{"evaluator.table": "t.json"}``), validated."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {path} must be a YAML mapping")
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping")
+    return data
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` laid over ``base``, section by section (a new dict)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """A mapping in the YAML layout + dotted overrides (``{"evaluator.table": "t.json"}``), validated."""
+    nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
-        node = data
+        node = nested
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    return from_dict(SearchConfig, deep_merge(data, nested)).validate()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """YAML file (optional) + dotted overrides, validated."""
+    data = read_yaml(path) if path is not None else {}
     try:
-        return from_dict(SearchConfig, data).validate()
+        return build_config(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 

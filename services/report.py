@@ -12,11 +12,14 @@ import csv
 import html
 import json
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import storage
 
 FRACTIONS = (0.9, 0.95, 0.99)
 
@@ -168,3 +171,21 @@ def write_report(experiment: str | Path, window: int | None = None) -> Path:
         f"<h1>raynas comparison: {html.escape(experiment.name)}</h1><p id='verdict'>{html.escape(text)}</p>"
         f"{table_html}{images}</body></html>\n")
     return experiment / "report.md"
+
+
+REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv")
+REPORT_OUTPUTS = ("report.md", "report.html", "reward_curves.png", "best_curves.png")
+
+
+def report_at(location: str | Path, window: int | None = None) -> str:
+    """``write_report`` for an experiment in a local directory or at a URI (s3://...): for a URI the
+    trials' inputs are fetched into a local cache, and the report is uploaded beside them."""
+    if not storage.is_uri(location):
+        return str(write_report(location, window))
+    fs, root = storage.resolve(location)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(root).name
+        storage.download(fs, root, local, accept=lambda rel: rel.count("/") == 1 and rel.endswith(REPORT_INPUTS))
+        write_report(local, window)
+        storage.upload([local / name for name in REPORT_OUTPUTS], fs, root)
+    return f"{str(location).rstrip('/')}/report.md"

@@ -92,6 +92,19 @@ def preflight(cfg: SearchConfig) -> None:
         build_evaluator(space, {"type": "table", "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key})
 
 
+PROGRESS = "progress.json"
+
+
+def write_progress(out: Path, algo: Any, budget: int) -> None:
+    """``progress.json``: iterations (epochs with weight sharing) done, architectures, best so far;
+    rewritten atomically after every iteration for whoever watches the search (the gRPC service)."""
+    progress = {**algo.recorder.summary(), "iteration": algo.training_iteration, "budget": budget,
+                "done": bool(algo.search_done), "updated_at": time.time()}
+    tmp = out / (PROGRESS + ".tmp")
+    tmp.write_text(json.dumps(progress) + "\n")
+    tmp.replace(out / PROGRESS)
+
+
 def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any, dict], None] | None = None,
                stop_after: int | None = None) -> dict[str, Any]:
     """Run (or with ``resume`` continue) one search; return its summary (also ``<out>/summary.json``).
@@ -132,6 +145,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
             print_progress(result, cfg, started)
             if algo.training_iteration % every == 0 or algo.search_done:
                 save_checkpoint(algo, out, algo.training_iteration)
+            write_progress(out, algo, cfg.budget)
             if on_result:
                 on_result(algo, result)
         return algo.recorder.summary()

@@ -12,6 +12,7 @@ from ray import tune
 from controller_policy.landscapes import nb201_landscape
 from services.compare import resume_compare, run_compare
 from services.config import load_config
+from services.report import report_at
 
 
 def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
@@ -19,7 +20,8 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     table.write_text(json.dumps(nb201_landscape(0)))
     cfg = load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(table),
                              "evaluator.reward_key": "valid", "budget": 16})
-    grid = run_compare(cfg, ["ppo", "random"], seeds=2, storage=str(tmp_path / "tune"), name="cmp")
+    # A URI (as s3://... would be on a cluster): storage goes through pyarrow's filesystems.
+    grid = run_compare(cfg, ["ppo", "random"], seeds=2, storage_path=(tmp_path / "tune").as_uri(), name="cmp")
     assert len(grid) == 4 and not grid.errors
     seen = set()
     for result in grid:
@@ -30,15 +32,18 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
         summary = json.loads((Path(result.path) / "summary.json").read_text())
         assert (summary["algo"], summary["seed"]) == (result.config["algo"], result.config["seed"])
     assert seen == {("ppo", 0), ("ppo", 1), ("random", 0), ("random", 1)}
-    again = resume_compare(str(tmp_path / "tune" / "cmp"))  # all finished: kept, nothing re-run
+    again = resume_compare((tmp_path / "tune" / "cmp").as_uri())  # all finished: kept, nothing re-run
     assert len(again) == 4 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
+    where = report_at((tmp_path / "tune" / "cmp").as_uri())
+    assert where.endswith("/cmp/report.md") and "ppo reached" in (tmp_path / "tune" / "cmp" / "report.md").read_text()
+    assert (tmp_path / "tune" / "cmp" / "report.html").stat().st_size > 10_000
 
 
 def test_compare_weight_sharing_trial_places_its_workers(ray_session, tmp_path):
     from tests.test_weight_sharing import tiny_config
 
     cfg = tiny_config(tmp_path / "unused")
-    grid = run_compare(cfg, ["reinforce"], seeds=1, storage=str(tmp_path / "tune"), name="ws")
+    grid = run_compare(cfg, ["reinforce"], seeds=1, storage_path=str(tmp_path / "tune"), name="ws")
     (result,) = list(grid)
     assert result.error is None and result.metrics["supernet/archs_sampled"] == 16
     assert (Path(result.path) / "best_arch.json").exists() and (Path(result.path) / "metrics.csv").exists()
@@ -74,7 +79,7 @@ def assert_complete(result, budget):
 def test_a_crashed_trial_is_retried_from_its_checkpoint_while_others_finish(ray_session, tmp_path):
     cfg = table_config(tmp_path, budget=24)  # 3 iterations of 8
     killer = KillTrialProcess({"ppo": 1, "reinforce": 99})  # ppo crashes once, reinforce every time
-    grid = run_compare(cfg, ["ppo", "reinforce", "random"], seeds=1, storage=str(tmp_path / "tune"), name="faults",
+    grid = run_compare(cfg, ["ppo", "reinforce", "random"], seeds=1, storage_path=str(tmp_path / "tune"), name="faults",
                        max_failures=1, callbacks=[killer])
     by_algo = {r.config["algo"]: r for r in grid}
     assert killer.kills == {"ppo": 1, "reinforce": 2}  # the first run and its one retry

@@ -1,0 +1,412 @@
+"""The gRPC search service (``raynas.v1.SearchService``): searches run as Ray jobs, the service
+keeps its own records in SQLite and follows the jobs from one poller thread.
+
+Handlers only read and write the store (fast, never blocked by Ray); the poller submits accepted
+searches, maps Ray's job states, reads each running search's ``progress.json`` and, at start-up,
+reconciles every unfinished record with Ray, so a restarted service loses and duplicates nothing.
+"""
+from __future__ import annotations
+
+import csv
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import grpc
+import yaml
+from google.protobuf.json_format import ParseDict
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from controller_policy.spaces import build_space, parse_arch
+
+from .jobs import JobsError, RaynasJobs
+from .proto import raynas_pb2 as pb
+from .proto import raynas_pb2_grpc as pb_grpc
+from .search import PROGRESS
+from .search_store import DuplicateKey, SearchRecord, SearchStore, new_search_id
+from .service_validation import (RequestError, check_idempotency_key, check_list_request, check_name,
+                                 check_search_id, config_for_job, encode_page_token, spec_to_config)
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "raynas.v1.SearchService"
+JOB_STATES = {"PENDING": "PENDING", "RUNNING": "RUNNING", "SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED",
+              "STOPPED": "CANCELLED"}
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0: any free port
+    ray_address: str | None = None  # the head's Jobs API (http://HEAD:8265); None: RAY_ADDRESS or local
+    db: str = "runs/service/searches.db"
+    runs_dir: str = "runs/service/searches"  # each search's output directory lies below (on the cluster's shared disk)
+    presets_dir: str = str(PRESETS_DIR)
+    token: str | None = field(default=None, repr=False)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    poll_interval_s: float = 1.0
+    max_workers: int = 64
+    max_message_bytes: int = 1 << 20
+
+    def validate(self) -> "ServiceConfig":
+        if not self.is_loopback and not self.token:
+            raise ValueError(f"--host {self.host}: binding beyond the loopback interface requires a bearer token "
+                             "(--token-file FILE or --token-env VAR)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ValueError(f"--{name.replace('_', '-')} {value}: no such file")
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError("the bearer token must be at least 16 characters")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port}: not a port")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+# -- records to messages --------------------------------------------------------------------
+def progress_message(record: SearchRecord) -> pb.Progress:
+    p = record.progress
+    best = p.get("best") or None
+    return pb.Progress(search_id=record.id, state=pb.SearchState.Value(record.state), epoch=int(p.get("iteration", 0)),
+                       archs_sampled=int(p.get("evaluated", 0)), has_best=best is not None,
+                       best_reward=float(best["reward"]) if best else 0.0, best_arch=best["arch"] if best else "",
+                       updated_at=record.updated_at)
+
+
+def search_message(record: SearchRecord) -> pb.Search:
+    return pb.Search(id=record.id, name=record.name, state=pb.SearchState.Value(record.state),
+                     spec=ParseDict(record.spec, pb.SearchSpec()), progress=progress_message(record),
+                     error=record.error, job_id=record.job_id, output_dir=record.output_dir,
+                     created_at=record.created_at, updated_at=record.updated_at,
+                     idempotency_key=record.idempotency_key or "")
+
+
+def _guarded(method: Callable) -> Callable:
+    """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash."""
+
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except RequestError as exc:
+            context.abort(exc.code, exc.message)
+        except Exception:  # noqa: BLE001 - the server outlives any one request
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the service log)")
+
+    unary.__name__ = method.__name__
+    return unary
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, cfg: ServiceConfig, store: SearchStore, jobs: RaynasJobs) -> None:
+        self.cfg, self.store, self.jobs = cfg, store, jobs
+        self.runs_dir = Path(cfg.runs_dir).resolve()
+        self.jobs_dir = Path(cfg.db).resolve().parent / "jobs"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._submitting = threading.Lock()
+        self._poller: threading.Thread | None = None
+
+    # -- RPCs --------------------------------------------------------------------------------
+    @_guarded
+    def SubmitSearch(self, request: pb.SubmitSearchRequest, context) -> pb.Search:
+        name = check_name(request.name or "search")
+        key = check_idempotency_key(request.idempotency_key)
+        if not request.HasField("spec"):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
+        cfg, spec = spec_to_config(request.spec, Path(self.cfg.presets_dir))
+        if key and (existing := self.store.by_key(key)) is not None:
+            return search_message(self._same_request(existing, name, spec))
+        search_id = new_search_id()
+        output_dir = str(self.runs_dir / search_id)
+        record = SearchRecord(id=search_id, name=name, idempotency_key=key, spec=spec,
+                              config=config_for_job(cfg, output_dir), state="PENDING", submitted=False,
+                              job_id=f"raynas-{search_id}", output_dir=output_dir)
+        try:
+            self.store.insert(record)
+        except DuplicateKey:  # a concurrent submit with the same key won
+            return search_message(self._same_request(self.store.by_key(key), name, spec))
+        self._submit(record)
+        return search_message(self.store.get(search_id))
+
+    @_guarded
+    def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
+        return search_message(self._get(request.id))
+
+    @_guarded
+    def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
+        states, size, after = check_list_request(request)
+        records = self.store.page(states, request.name_prefix, after, size + 1)
+        more = len(records) > size
+        records = records[:size]
+        return pb.ListSearchesResponse(searches=[search_message(r) for r in records],
+                                       next_page_token=encode_page_token(records[-1].seq) if more else "")
+
+    def WatchSearch(self, request: pb.WatchSearchRequest, context) -> Iterator[pb.Progress]:
+        try:
+            record = self._get(request.id)
+        except RequestError as exc:
+            context.abort(exc.code, exc.message)
+        last = None
+        while context.is_active() and not self._stop.is_set():
+            seen = (record.state, record.progress.get("iteration"), record.progress.get("evaluated"))
+            if seen != last:
+                last = seen
+                yield progress_message(record)
+            if record.terminal:
+                return
+            time.sleep(min(0.25, self.cfg.poll_interval_s))
+            record = self.store.get(record.id)
+        if self._stop.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
+
+    @_guarded
+    def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
+        record = self._get(request.id)
+        if record.terminal:
+            return search_message(record)
+        self.store.update(record.id, cancel_requested=1)
+        if not record.submitted:
+            self.store.update(record.id, state="CANCELLED", error="cancelled before it was submitted to Ray")
+        else:
+            try:
+                self.jobs.stop(record.job_id)
+            except JobsError as exc:  # the poller tries again
+                log.warning("stopping %s: %s", record.job_id, exc)
+        self._wake.set()
+        return search_message(self.store.get(record.id))
+
+    @_guarded
+    def GetResult(self, request: pb.GetResultRequest, context) -> pb.Result:
+        record = self._get(request.id)
+        if record.state != "SUCCEEDED":
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"search {record.id} is {record.state}; results come once it SUCCEEDED"
+                               + (f" ({record.error})" if record.error else ""))
+        return read_result(record)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _get(self, search_id: str) -> SearchRecord:
+        record = self.store.get(check_search_id(search_id))
+        if record is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no search {search_id}")
+        return record
+
+    @staticmethod
+    def _same_request(existing: SearchRecord, name: str, spec: dict[str, Any]) -> SearchRecord:
+        if existing.spec != spec or existing.name != name:
+            raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                               f"idempotency_key: {existing.idempotency_key!r} was used for a different search "
+                               f"({existing.id})")
+        return existing
+
+    def _submit(self, record: SearchRecord) -> None:
+        """Hand a stored search to Ray; if Ray is out of reach it stays PENDING and the poller retries.
+        One submission at a time: the handler and the poller may both find the record unsubmitted."""
+        with self._submitting:
+            current = self.store.get(record.id)
+            if current is None or current.submitted or current.terminal:
+                return
+            self._submit_now(current)
+
+    def _submit_now(self, record: SearchRecord) -> None:
+        try:
+            if not self.jobs.exists(record.job_id):  # a submit that went through before a crash counts
+                job_dir = self.jobs_dir / record.id
+                job_dir.mkdir(parents=True, exist_ok=True)
+                (job_dir / "config.yaml").write_text(yaml.safe_dump(record.config, sort_keys=False))
+                self.jobs.submit(["search", "--config", "config.yaml"], working_dir=job_dir,
+                                 submission_id=record.job_id, metadata={"raynas_search": record.id})
+            self.store.update(record.id, submitted=1, error="")
+        except JobsError as exc:
+            self.store.update(record.id, error=f"waiting for Ray: {exc}")
+
+    # -- following the jobs --------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """One pass over the unfinished searches: submit, refresh state and progress."""
+        for record in self.store.unfinished():
+            if self._stop.is_set():
+                return
+            try:
+                self._refresh(record)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the others
+                log.exception("refreshing %s", record.id)
+
+    def _refresh(self, record: SearchRecord) -> None:
+        if not record.submitted:
+            if record.cancel_requested:
+                self.store.update(record.id, state="CANCELLED")
+            else:
+                self._submit(record)
+            return
+        try:
+            job = self.jobs.status(record.job_id)
+        except JobsError as exc:
+            if str(exc).startswith("no job "):
+                self.store.update(record.id, state="FAILED", error=f"the Ray job {record.job_id} is gone "
+                                  "(was the cluster restarted?)")
+            return  # Ray out of reach: try again on the next pass
+        if record.cancel_requested and job.status in ("PENDING", "RUNNING"):
+            self.jobs.stop(record.job_id)
+        changes: dict[str, Any] = {}
+        progress = read_progress(record.output_dir)
+        if progress is not None and progress != record.progress:
+            changes["progress"] = progress
+        state = JOB_STATES.get(job.status, record.state)
+        if state != record.state:
+            changes["state"] = state
+            if state == "FAILED":
+                changes["error"] = job_error(self.jobs, record.job_id, job.message)
+        if changes:
+            self.store.update(record.id, **changes)
+
+    def start_polling(self) -> None:
+        self.reconcile()  # before serving: a restarted service answers with fresh states
+        self._poller = threading.Thread(target=self._poll_loop, name="raynas-job-poller", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.cfg.poll_interval_s)
+            self._wake.clear()
+            self.reconcile()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+
+
+def read_progress(output_dir: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(output_dir) / PROGRESS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def job_error(jobs: RaynasJobs, job_id: str, message: str) -> str:
+    """The search's own error line when it printed one (``raynas: error: ...``), else Ray's message."""
+    try:
+        lines = jobs.logs(job_id).splitlines()
+    except JobsError:
+        lines = []
+    ours = [line for line in lines if line.startswith("raynas: error: ")]
+    if ours:
+        return ours[-1][len("raynas: error: "):]
+    tail = [line for line in lines if line.strip()][-1:]
+    return (message.splitlines()[0] if message else "the job failed") + (f": {tail[0]}" if tail else "")
+
+
+def read_result(record: SearchRecord) -> pb.Result:
+    out = Path(record.output_dir)
+    space = build_space(record.config["space"]["name"], **record.config["space"].get("params", {}))
+
+    def architecture(arch: str, reward: float, metrics: dict[str, Any]) -> pb.Architecture:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return pb.Architecture(arch=arch, json=json.dumps(space.to_json(parse_arch(space, arch))), reward=reward,
+                               metrics=numeric)
+
+    summary = json.loads((out / "summary.json").read_text())
+    metrics: dict[str, float] = {"evaluated": float(summary["evaluated"]), "best_reward": float(summary["best"]["reward"])}
+    top: list[pb.Architecture] = []
+    if (out / "top_archs.json").is_file():  # weight sharing: ENAS's derivation
+        derived = json.loads((out / "top_archs.json").read_text())
+        top = [architecture(d["arch"], float(d["valid_accuracy"]), {"valid_accuracy": d["valid_accuracy"]})
+               for d in derived]
+        best = top[0]
+        with (out / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            metrics.update({k: float(v) for k, v in rows[-1].items() if v not in ("", None)})
+    else:
+        best = architecture(summary["best"]["arch"], float(summary["best"]["reward"]), summary["best"].get("metrics", {}))
+        top = [best]
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "checkpoints" not in p.parts)
+    return pb.Result(search_id=record.id, best=best, top=top, metrics=metrics, output_dir=str(out), files=files)
+
+
+# -- the server ---------------------------------------------------------------------------------
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Every RPC but the health check needs ``authorization: Bearer <token>`` (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(details)
+        given = dict(details.invocation_metadata).get("authorization", "")
+        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+            return continuation(details)
+        handler = continuation(details)
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        if handler is not None and handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+@dataclass
+class RunningService:
+    server: grpc.Server
+    servicer: SearchServicer
+    health: health.HealthServicer
+    port: int
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.servicer.stop()
+        self.server.stop(grace_s).wait()
+        self.servicer.store.close()
+
+
+def start_service(cfg: ServiceConfig) -> RunningService:
+    """Start serving (returns at once); ``RunningService.stop`` ends it."""
+    cfg.validate()
+    store = SearchStore(cfg.db)
+    jobs = RaynasJobs(cfg.ray_address)
+    servicer = SearchServicer(cfg, store, jobs)
+    servicer.start_polling()
+    options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
+               ("grpc.max_send_message_length", 16 * cfg.max_message_bytes)]
+    interceptors = [BearerTokenInterceptor(cfg.token)] if cfg.token else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.max_workers), options=options,
+                         interceptors=interceptors)
+    pb_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{cfg.host}:{cfg.port}"
+    if cfg.tls_cert:
+        creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        servicer.stop()
+        raise ValueError(f"cannot listen on {address}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(server, servicer, health_servicer, port)

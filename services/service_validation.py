@@ -1,0 +1,204 @@
+"""Everything a request carries is checked here, before anything is stored or submitted; a problem
+is a ``RequestError`` with the gRPC status and a message naming the field."""
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf.json_format import MessageToDict
+
+from .config import ConfigError, SearchConfig, build_config, deep_merge, read_yaml, to_dict
+from .proto import raynas_pb2 as pb
+
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SEARCH_ID = re.compile(r"s-[0-9a-f]{16}")
+PRESET = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+MAX_PATH = 4096
+MAX_YAML = 64 * 1024
+MAX_PAGE = 500
+LIMITS = {"budget": (1, 100_000), "epochs": (1, 10_000), "workers": (1, 256), "seed": (0, 2**31 - 1)}
+MAX_GPUS_PER_WORKER = 16.0
+SERVICE_OWNED = ("out", "ray_address", "num_cpus")  # the service decides where and how a search runs
+
+SPACES = {pb.ENAS_MACRO: "enas_macro", pb.ENAS_MICRO: "enas_micro", pb.NB201: "nb201"}
+ALGORITHMS = {pb.PPO: "ppo", pb.REINFORCE: "reinforce", pb.RANDOM: "random"}
+EVALUATORS = {pb.SUPERNET: "supernet", pb.TABLE: "table"}
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def check_search_id(search_id: str, field: str = "id") -> str:
+    if not search_id:
+        raise invalid(f"{field}: required")
+    if not SEARCH_ID.fullmatch(search_id):
+        raise invalid(f"{field}: {_show(search_id)} is not a search id (s- and 16 hex digits)")
+    return search_id
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise invalid(f"name: {_show(name)} must be 1-64 of A-Z a-z 0-9 . _ -")
+    if name in (".", ".."):
+        raise invalid(f"name: {name!r} is not a name")
+    return name
+
+
+def check_idempotency_key(key: str) -> str | None:
+    if not key:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise invalid(f"idempotency_key: {_show(key)} must be 1-128 of A-Z a-z 0-9 . _ : -")
+    return key
+
+
+def check_path(value: str, field: str) -> str:
+    """An absolute path on the cluster, no '..', that exists where the service can see it."""
+    if len(value) > MAX_PATH or "\x00" in value:
+        raise invalid(f"{field}: not a usable path ({len(value)} characters)")
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise invalid(f"{field}: {_show(value)} must be an absolute path (the job runs in a directory of its own)")
+    if ".." in path.parts:
+        raise invalid(f"{field}: {_show(value)} must not contain '..'")
+    if not Path(value).exists():
+        raise invalid(f"{field}: {_show(value)} does not exist")
+    return value
+
+
+def spec_to_config(spec: pb.SearchSpec, presets_dir: Path) -> tuple[SearchConfig, dict[str, Any]]:
+    """The search config a spec asks for (preset, then yaml_overrides, then typed fields), and the
+    spec as a dict (what idempotent resubmits are compared by)."""
+    data: dict[str, Any] = {}
+    if spec.preset:
+        if not PRESET.fullmatch(spec.preset):
+            raise invalid(f"spec.preset: {_show(spec.preset)} is not a preset name")
+        path = presets_dir / f"{spec.preset}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in presets_dir.glob("*.yaml")))
+            raise invalid(f"spec.preset: unknown preset {spec.preset!r} (known: {known})")
+        data = read_yaml(path)
+    if spec.yaml_overrides:
+        data = deep_merge(data, _parse_overrides(spec.yaml_overrides))
+    for key in SERVICE_OWNED:
+        data.pop(key, None)
+
+    overrides: dict[str, Any] = {}
+    for field, table, key in (("space", SPACES, "space.name"), ("algorithm", ALGORITHMS, "algo"),
+                              ("evaluator", EVALUATORS, "evaluator.type")):
+        value = getattr(spec, field)
+        if value not in table and value != 0:
+            raise invalid(f"spec.{field}: unknown value {value}")
+        if value:
+            overrides[key] = table[value]
+    for field, key in (("budget", "budget"), ("seed", "seed"), ("epochs", "weight_sharing.epochs"),
+                       ("workers", "weight_sharing.workers")):
+        if spec.HasField(field):
+            overrides[key] = _in_range(getattr(spec, field), field)
+    if spec.HasField("gpus_per_worker"):
+        gpus = spec.gpus_per_worker
+        if not (math.isfinite(gpus) and 0 <= gpus <= MAX_GPUS_PER_WORKER):
+            raise invalid(f"spec.gpus_per_worker: {gpus} is outside [0, {MAX_GPUS_PER_WORKER:g}]")
+        overrides["weight_sharing.gpus_per_worker"] = gpus
+    if spec.table:
+        overrides["evaluator.table"] = check_path(spec.table, "spec.table")
+    if spec.reward_key:
+        if len(spec.reward_key) > 64:
+            raise invalid("spec.reward_key: longer than 64 characters")
+        overrides["evaluator.reward_key"] = spec.reward_key
+    if spec.data_dir:
+        overrides["data.data_dir"] = check_path(spec.data_dir, "spec.data_dir")
+    try:
+        cfg = build_config(data, overrides)
+    except ConfigError as exc:
+        raise invalid(f"spec: {exc}") from None
+    _check_final(cfg)
+    return cfg, MessageToDict(spec, preserving_proto_field_name=True)
+
+
+def _parse_overrides(text: str) -> dict[str, Any]:
+    if len(text.encode()) > MAX_YAML:
+        raise invalid(f"spec.yaml_overrides: {len(text.encode())} bytes, at most {MAX_YAML}")
+    try:
+        # Anchors and aliases could expand a small document into a huge one.
+        if any(isinstance(t, (yaml.AliasToken, yaml.AnchorToken)) for t in yaml.scan(text)):
+            raise invalid("spec.yaml_overrides: YAML anchors and aliases are not accepted")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise invalid(f"spec.yaml_overrides: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise invalid("spec.yaml_overrides: must be a YAML mapping (the layout of configs/*.yaml)")
+    return data
+
+
+def _in_range(value: int, field: str) -> int:
+    low, high = LIMITS[field]
+    if not low <= value <= high:
+        raise invalid(f"spec.{field}: {value} is outside [{low}, {high}]")
+    return value
+
+
+def _check_final(cfg: SearchConfig) -> None:
+    """What presets and yaml_overrides may set, held to the same limits as the typed fields."""
+    for field, value in (("budget", cfg.budget), ("seed", cfg.seed)):
+        _in_range(value, field)
+    if cfg.uses_supernet:
+        _in_range(cfg.weight_sharing.epochs, "epochs")
+        _in_range(cfg.weight_sharing.workers, "workers")
+        if cfg.data.source != "synthetic" and cfg.data.data_dir:
+            check_path(cfg.data.data_dir, "data.data_dir")
+    elif cfg.evaluator.table:
+        check_path(cfg.evaluator.table, "evaluator.table")
+
+
+def config_for_job(cfg: SearchConfig, output_dir: str) -> dict[str, Any]:
+    data = to_dict(cfg)
+    data["out"], data["ray_address"] = output_dir, None  # a job connects to the cluster it runs on
+    return data
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        prefix, seq = text.split(":")
+        if prefix != "after" or not seq.isdigit():
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeError):
+        raise invalid(f"page_token: {_show(token)} is not a token this service gave out") from None
+
+
+def check_list_request(request: pb.ListSearchesRequest) -> tuple[list[str], int, int]:
+    states = []
+    for value in request.states:
+        if value not in pb.SearchState.values() or value == pb.SEARCH_STATE_UNSPECIFIED:
+            raise invalid(f"states: unknown value {value}")
+        states.append(pb.SearchState.Name(value))
+    if not 0 <= request.page_size <= MAX_PAGE:
+        raise invalid(f"page_size: {request.page_size} is outside [0, {MAX_PAGE}]")
+    if len(request.name_prefix) > 64:
+        raise invalid("name_prefix: longer than 64 characters")
+    return states, request.page_size or 50, decode_page_token(request.page_token)
+
+
+def _show(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
