@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import grpc
 import yaml
 from google.protobuf.json_format import ParseDict
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller_policy.spaces import build_space, parse_arch
@@ -100,11 +101,45 @@ def search_message(record: SearchRecord) -> pb.Search:
                      idempotency_key=record.idempotency_key or "")
 
 
+class Undecodable:
+    """What arrives when the bytes are not the method's message (see ``method_handlers``)."""
+
+    def __init__(self, message_type: type) -> None:
+        self.type_name = message_type.DESCRIPTOR.full_name
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {request.type_name} message")
+
+
+def method_handlers(servicer: "SearchServicer") -> grpc.GenericRpcHandler:
+    """The service's handlers, as ``add_SearchServiceServicer_to_server`` would register them, except
+    that bytes which do not parse reach the handler (as ``Undecodable``) and are answered with
+    INVALID_ARGUMENT instead of gRPC's INTERNAL."""
+    def parser(message_type: type) -> Callable[[bytes], Any]:
+        def parse(data: bytes) -> Any:
+            try:
+                return message_type.FromString(data)
+            except DecodeError:
+                return Undecodable(message_type)
+        return parse
+
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["SearchService"].methods:
+        request_type, response_type = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = factory(getattr(servicer, method.name), request_deserializer=parser(request_type),
+                                        response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
 def _guarded(method: Callable) -> Callable:
     """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash."""
 
     def unary(self, request, context):
         try:
+            _check_decoded(request)
             return method(self, request, context)
         except RequestError as exc:
             context.abort(exc.code, exc.message)
@@ -163,6 +198,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def WatchSearch(self, request: pb.WatchSearchRequest, context) -> Iterator[pb.Progress]:
         try:
+            _check_decoded(request)
             record = self._get(request.id)
         except RequestError as exc:
             context.abort(exc.code, exc.message)
@@ -394,7 +430,7 @@ def start_service(cfg: ServiceConfig) -> RunningService:
     interceptors = [BearerTokenInterceptor(cfg.token)] if cfg.token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.max_workers), options=options,
                          interceptors=interceptors)
-    pb_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((method_handlers(servicer),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{cfg.host}:{cfg.port}"

@@ -144,20 +144,20 @@ def _parse_overrides(text: str) -> dict[str, Any]:
     return data
 
 
-def _in_range(value: int, field: str) -> int:
+def _in_range(value: int, field: str, label: str | None = None) -> int:
     low, high = LIMITS[field]
     if not low <= value <= high:
-        raise invalid(f"spec.{field}: {value} is outside [{low}, {high}]")
+        raise invalid(f"{label or 'spec.' + field}: {value} is outside [{low}, {high}]")
     return value
 
 
 def _check_final(cfg: SearchConfig) -> None:
     """What presets and yaml_overrides may set, held to the same limits as the typed fields."""
     for field, value in (("budget", cfg.budget), ("seed", cfg.seed)):
-        _in_range(value, field)
+        _in_range(value, field, field)
     if cfg.uses_supernet:
-        _in_range(cfg.weight_sharing.epochs, "epochs")
-        _in_range(cfg.weight_sharing.workers, "workers")
+        _in_range(cfg.weight_sharing.epochs, "epochs", "weight_sharing.epochs")
+        _in_range(cfg.weight_sharing.workers, "workers", "weight_sharing.workers")
         if cfg.data.source != "synthetic" and cfg.data.data_dir:
             check_path(cfg.data.data_dir, "data.data_dir")
     elif cfg.evaluator.table:

@@ -1,0 +1,19 @@
+"""The committed Python stubs are what grpcio-tools makes of services/proto/raynas.proto."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUBS = ("raynas_pb2.py", "raynas_pb2.pyi", "raynas_pb2_grpc.py")
+
+
+def test_committed_stubs_match_the_proto(tmp_path):
+    (tmp_path / "services" / "proto").mkdir(parents=True)
+    shutil.copy(ROOT / "services" / "proto" / "raynas.proto", tmp_path / "services" / "proto")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.",
+                    "--pyi_out=.", "services/proto/raynas.proto"], cwd=tmp_path, check=True)
+    for name in STUBS:
+        fresh = (tmp_path / "services" / "proto" / name).read_text()
+        assert fresh == (ROOT / "services" / "proto" / name).read_text(), (
+            f"services/proto/{name} is stale: regenerate it (see the command at the top of raynas.proto)")
