@@ -7,6 +7,7 @@ reconciles every unfinished record with Ray, so a restarted service loses and du
 """
 from __future__ import annotations
 
+import asyncio
 import csv
 import hmac
 import ipaddress
@@ -17,7 +18,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 import yaml
@@ -54,7 +55,7 @@ class ServiceConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     poll_interval_s: float = 1.0
-    max_workers: int = 64
+    max_workers: int = 8  # threads for handlers that call Ray or read files
     max_message_bytes: int = 1 << 20
 
     def validate(self) -> "ServiceConfig":
@@ -134,21 +135,27 @@ def method_handlers(servicer: "SearchServicer") -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def _guarded(method: Callable) -> Callable:
-    """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash."""
+def _guarded(blocking: bool = False) -> Callable:
+    """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash.
+    ``blocking`` handlers (they call the Jobs API or read files) run in the executor, so the
+    event loop keeps answering everyone else."""
 
-    def unary(self, request, context):
-        try:
-            _check_decoded(request)
-            return method(self, request, context)
-        except RequestError as exc:
-            context.abort(exc.code, exc.message)
-        except Exception:  # noqa: BLE001 - the server outlives any one request
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the service log)")
+    def wrap(method: Callable) -> Callable:
+        async def handler(self, request, context):
+            try:
+                _check_decoded(request)
+                if blocking:
+                    return await asyncio.get_running_loop().run_in_executor(None, method, self, request, context)
+                return method(self, request, context)
+            except RequestError as exc:
+                await context.abort(exc.code, exc.message)
+            except Exception:  # noqa: BLE001 - the server outlives any one request
+                log.exception("%s failed", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the service log)")
 
-    unary.__name__ = method.__name__
-    return unary
+        handler.__name__ = method.__name__
+        return handler
+    return wrap
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -159,10 +166,11 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._submitting = threading.Lock()
+        self._messages: dict[str, tuple[float, pb.Search]] = {}
         self._poller: threading.Thread | None = None
 
     # -- RPCs --------------------------------------------------------------------------------
-    @_guarded
+    @_guarded(blocking=True)
     def SubmitSearch(self, request: pb.SubmitSearchRequest, context) -> pb.Search:
         name = check_name(request.name or "search")
         key = check_idempotency_key(request.idempotency_key)
@@ -183,39 +191,38 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._submit(record)
         return search_message(self.store.get(search_id))
 
-    @_guarded
+    @_guarded()
     def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
-        return search_message(self._get(request.id))
+        return self._message(self._get(request.id, with_config=False))
 
-    @_guarded
+    @_guarded()
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         states, size, after = check_list_request(request)
         records = self.store.page(states, request.name_prefix, after, size + 1)
         more = len(records) > size
         records = records[:size]
-        return pb.ListSearchesResponse(searches=[search_message(r) for r in records],
+        return pb.ListSearchesResponse(searches=[self._message(r) for r in records],
                                        next_page_token=encode_page_token(records[-1].seq) if more else "")
 
-    def WatchSearch(self, request: pb.WatchSearchRequest, context) -> Iterator[pb.Progress]:
+    async def WatchSearch(self, request: pb.WatchSearchRequest, context) -> AsyncIterator[pb.Progress]:
         try:
             _check_decoded(request)
             record = self._get(request.id)
         except RequestError as exc:
-            context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message)
         last = None
-        while context.is_active() and not self._stop.is_set():
+        while not self._stop.is_set():  # a client that goes away cancels this coroutine
             seen = (record.state, record.progress.get("iteration"), record.progress.get("evaluated"))
             if seen != last:
                 last = seen
                 yield progress_message(record)
             if record.terminal:
                 return
-            time.sleep(min(0.25, self.cfg.poll_interval_s))
-            record = self.store.get(record.id)
-        if self._stop.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
+            await asyncio.sleep(min(0.25, self.cfg.poll_interval_s))
+            record = self.store.get(record.id, with_config=False)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
 
-    @_guarded
+    @_guarded(blocking=True)
     def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
         record = self._get(request.id)
         if record.terminal:
@@ -231,7 +238,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._wake.set()
         return search_message(self.store.get(record.id))
 
-    @_guarded
+    @_guarded(blocking=True)
     def GetResult(self, request: pb.GetResultRequest, context) -> pb.Result:
         record = self._get(request.id)
         if record.state != "SUCCEEDED":
@@ -241,8 +248,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return read_result(record)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _get(self, search_id: str) -> SearchRecord:
-        record = self.store.get(check_search_id(search_id))
+    def _message(self, record: SearchRecord) -> pb.Search:
+        """Messages are built once per version of a record (finished searches never change)."""
+        cached = self._messages.get(record.id)
+        if cached is None or cached[0] != record.updated_at:
+            cached = self._messages[record.id] = (record.updated_at, search_message(record))
+        return cached[1]
+
+    def _get(self, search_id: str, with_config: bool = True) -> SearchRecord:
+        record = self.store.get(check_search_id(search_id), with_config)
         if record is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no search {search_id}")
         return record
@@ -382,39 +396,54 @@ def read_result(record: SearchRecord) -> pb.Result:
 
 
 # -- the server ---------------------------------------------------------------------------------
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Every RPC but the health check needs ``authorization: Bearer <token>`` (compared in constant time)."""
 
     def __init__(self, token: str) -> None:
         self.expected = f"Bearer {token}".encode()
 
-    def intercept_service(self, continuation, details):
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
         if details.method.startswith("/grpc.health.v1.Health/"):
-            return continuation(details)
-        given = dict(details.invocation_metadata).get("authorization", "")
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
         if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
-            return continuation(details)
-        handler = continuation(details)
+            return handler
+        message = "missing or wrong bearer token"
 
-        def deny(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        async def deny_stream(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+            yield  # never reached; makes this a stream handler
 
         if handler is not None and handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(deny)
+            return grpc.unary_stream_rpc_method_handler(deny_stream)
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
 @dataclass
 class RunningService:
-    server: grpc.Server
+    """A server on its own event loop thread; the job poller on another."""
+
+    server: grpc.aio.Server
     servicer: SearchServicer
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     port: int
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
 
     def stop(self, grace_s: float = 5.0) -> None:
-        self.health.enter_graceful_shutdown()
+        async def shutdown() -> None:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(grace_s)
+
         self.servicer.stop()
-        self.server.stop(grace_s).wait()
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(grace_s + 30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
         self.servicer.store.close()
 
 
@@ -425,24 +454,36 @@ def start_service(cfg: ServiceConfig) -> RunningService:
     jobs = RaynasJobs(cfg.ray_address)
     servicer = SearchServicer(cfg, store, jobs)
     servicer.start_polling()
-    options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
-               ("grpc.max_send_message_length", 16 * cfg.max_message_bytes)]
-    interceptors = [BearerTokenInterceptor(cfg.token)] if cfg.token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.max_workers), options=options,
-                         interceptors=interceptors)
-    server.add_generic_rpc_handlers((method_handlers(servicer),))
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{cfg.host}:{cfg.port}"
-    if cfg.tls_cert:
-        creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="raynas-rpc"))
+    thread = threading.Thread(target=loop.run_forever, name="raynas-grpc", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+        options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
+                   ("grpc.max_send_message_length", 16 * cfg.max_message_bytes)]
+        interceptors = [BearerTokenInterceptor(cfg.token)] if cfg.token else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server.add_generic_rpc_handlers((method_handlers(servicer),))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert:
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return server, health_servicer, port
+
+    try:
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    except Exception as exc:
         servicer.stop()
-        raise ValueError(f"cannot listen on {address}")
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server, servicer, health_servicer, port)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        store.close()
+        raise ValueError(f"cannot serve on {cfg.host}:{cfg.port}: {exc}") from None
+    return RunningService(server, servicer, health_servicer, port, loop, thread)

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS searches (
 );
 CREATE INDEX IF NOT EXISTS searches_state ON searches (state);
 """
+ALL = "*"
+LIGHT = ("seq, id, name, idempotency_key, spec, state, submitted, cancel_requested, job_id, output_dir, error, "
+         "progress, created_at, updated_at")
 
 
 @dataclass
@@ -113,8 +116,9 @@ class SearchStore:
         with self._lock:
             self._db.execute(f"UPDATE searches SET {sets} WHERE id = ?", [*changes.values(), search_id])
 
-    def get(self, search_id: str) -> SearchRecord | None:
-        return self._one("SELECT * FROM searches WHERE id = ?", (search_id,))
+    def get(self, search_id: str, with_config: bool = True) -> SearchRecord | None:
+        """``with_config=False`` skips the largest column (what listings and progress need)."""
+        return self._one(f"SELECT {ALL if with_config else LIGHT} FROM searches WHERE id = ?", (search_id,))
 
     def by_key(self, key: str) -> SearchRecord | None:
         return self._one("SELECT * FROM searches WHERE idempotency_key = ?", (key,))
@@ -134,7 +138,8 @@ class SearchStore:
         if name_prefix:
             where.append("substr(name, 1, ?) = ?")
             args += [len(name_prefix), name_prefix]
-        return self._many(f"SELECT * FROM searches WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*args, limit))
+        return self._many(f"SELECT {LIGHT} FROM searches WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                          (*args, limit))
 
     def _one(self, sql: str, args: tuple) -> SearchRecord | None:
         rows = self._many(sql, args)
@@ -149,6 +154,6 @@ class SearchStore:
 def _record(row: sqlite3.Row) -> SearchRecord:
     data = dict(row)
     for key in ("spec", "config", "progress"):
-        data[key] = json.loads(data[key])
+        data[key] = json.loads(data[key]) if key in data else {}
     data["submitted"], data["cancel_requested"] = bool(data["submitted"]), bool(data["cancel_requested"])
     return SearchRecord(**data)
