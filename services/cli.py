@@ -268,6 +268,52 @@ def cmd_client(args: argparse.Namespace) -> None:
             fail(f"{exc.code().name}: {exc.details()}")
 
 
+def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--set {pair!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            fail(f"--set {pair!r}: the value is not valid YAML")
+    return overrides
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from .config import RetrainConfig
+    from .retrain import load_architecture, outputs, run_retrain
+
+    overrides = _parse_sets(args.set)
+    for key, value in (("data.data_dir", args.data_dir), ("out", args.out), ("gpus", args.gpus),
+                       ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        cfg = load_config(args.config, overrides, RetrainConfig)
+        load_architecture(cfg, args.arch)  # a bad file fails here, before Ray starts
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    metrics = run_retrain(cfg, args.arch)
+    files = outputs(cfg)
+    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
+          f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
+    print(f"[raynas] {files['metrics']}, {files['model']}, {files['torchscript']}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from .show import draw
+
+    try:
+        path = draw(args.arch, args.format, args.out, args.space, _parse_sets(args.set))
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    print(f"[raynas] {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", help="the head's Jobs API, http://HEAD:8265")
     jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
     jobs.set_defaults(func=cmd_jobs)
+
+    retrain = sub.add_parser("retrain", help="train a found architecture from scratch (Ray Train)")
+    retrain.add_argument("arch", help="architecture file (best_arch.json, JSON structure or string)")
+    retrain.add_argument("--config", required=True, help="retrain preset, e.g. configs/retrain-micro.yaml")
+    retrain.add_argument("--data-dir")
+    retrain.add_argument("--out", help="output directory; the same --out again resumes")
+    retrain.add_argument("--gpus", type=int, help="data-parallel workers with one GPU each")
+    retrain.add_argument("--workers", type=int, help="data-parallel CPU workers (without --gpus)")
+    retrain.add_argument("--epochs", type=int)
+    retrain.add_argument("--address", help="Ray cluster address")
+    retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    retrain.set_defaults(func=cmd_retrain)
+
+    show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
+    show.add_argument("arch", help="architecture file")
+    show.add_argument("--format", choices=["png", "svg", "dot"], default="png")
+    show.add_argument("--out", help="output file (default: beside the architecture file)")
+    show.add_argument("--space", help="the space, when the file does not say (a string or a bare list)")
+    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="space.params.*, e.g. space.params.num_layers=12")
+    show.set_defaults(func=cmd_show)
 
     serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
     serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token")

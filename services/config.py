@@ -14,6 +14,7 @@ from controller_policy import ControllerConfig
 from controller_policy.algorithms import ALGORITHMS
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.data import DataConfig
+from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
 from supernet_worker.worker import OptimConfig
 
@@ -148,6 +149,43 @@ class SearchConfig:
         return self
 
 
+@dataclass
+class RetrainConfig:
+    """Training a found architecture from scratch (``raynas retrain``)."""
+
+    seed: int = 0
+    out: str = "runs/retrain"
+    ray_address: str | None = None  # None: the running cluster if any, else an embedded one
+    num_cpus: int | None = None  # of an embedded cluster
+    workers: int = 1  # data-parallel Ray Train workers; with gpus > 0 there are `gpus` workers, one GPU each
+    gpus: int = 0
+    cpus_per_worker: float = 1.0
+    space: SpaceSection = field(default_factory=lambda: SpaceSection(name="enas_micro"))
+    supernet: SupernetConfig = field(default_factory=lambda: SupernetConfig(bn_track_running_stats=True))
+    data: DataConfig = field(default_factory=lambda: DataConfig(train_size=50000, cutout=16))
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def validate(self) -> "RetrainConfig":
+        if self.space.name not in SPACES:
+            raise ConfigError(f"space.name: unknown search space {self.space.name!r} (choose {', '.join(SPACES)})")
+        try:
+            build_space(self.space.name, **self.space.params)
+        except ValueError as exc:
+            raise ConfigError(f"space.params: {exc}") from None
+        if self.gpus < 0 or self.workers < 1 or self.cpus_per_worker <= 0:
+            raise ConfigError("workers must be >= 1, gpus >= 0 and cpus_per_worker > 0")
+        if not self.supernet.bn_track_running_stats:
+            raise ConfigError("supernet.bn_track_running_stats must be true for retraining (test time uses "
+                              "running averages)")
+        if self.data.source != "synthetic" and not self.data.data_dir:
+            raise ConfigError("data.data_dir: a dataset directory is required (--data-dir DIR), or data.source: synthetic")
+        return self
+
+    @property
+    def num_workers(self) -> int:
+        return self.gpus or self.workers
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -214,7 +252,7 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> SearchConfig:
+def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None, cls: type = SearchConfig) -> Any:
     """A mapping in the YAML layout + dotted overrides (``{"evaluator.table": "t.json"}``), validated."""
     nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
@@ -223,14 +261,15 @@ def build_config(data: dict[str, Any], overrides: dict[str, Any] | None = None) 
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return from_dict(SearchConfig, deep_merge(data, nested)).validate()
+    return from_dict(cls, deep_merge(data, nested)).validate()
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """YAML file (optional) + dotted overrides, validated."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                cls: type = SearchConfig) -> Any:
+    """YAML file (optional) + dotted overrides, validated: a ``SearchConfig`` (or ``cls``)."""
     data = read_yaml(path) if path is not None else {}
     try:
-        return build_config(data, overrides)
+        return build_config(data, overrides, cls)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 

@@ -107,3 +107,27 @@ def build_nb201_op(name: str, channels: int, track: bool) -> nn.Module | None:
         "avg_pool_3x3": lambda: pool("avg"),
     }
     return builders[name]()
+
+
+class AuxiliaryHead(nn.Module):
+    """A classifier on an intermediate feature map (ENAS/DARTS final training): its loss, weighted,
+    joins the main one during training and is ignored at test time."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=False),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+    """Zero whole samples of one path with probability ``drop_prob``, rescaling the kept ones."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask

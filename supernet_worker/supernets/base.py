@@ -8,6 +8,8 @@ from torch import Tensor, nn
 
 from controller_policy.spaces import Arch, SearchSpace
 
+from ..ops import AuxiliaryHead
+
 
 @dataclass
 class SupernetConfig:
@@ -16,7 +18,11 @@ class SupernetConfig:
     channels: int = 16  # macro: filters of every layer; micro/nb201: filters of the first stage
     num_cells: int = 1  # micro: normal cells per stage; nb201: cells per stage (5 in NAS-Bench-201)
     dropout: float = 0.0  # before the classifier
-    bn_track_running_stats: bool = False
+    bn_track_running_stats: bool = False  # True for retraining a child (eval uses running averages)
+    # Final-training options (ENAS's retraining of the found architecture):
+    drop_path: float = 0.0  # micro: drop probability of each non-identity op path (ramped up by the trainer)
+    auxiliary: bool = False  # an auxiliary classifier at 2/3 depth (training returns (logits, aux_logits))
+    widen_at_reduction: bool = False  # macro: double the filters at each reduction (ENAS's final macro nets)
 
     def __post_init__(self) -> None:
         if self.channels < 2:
@@ -25,6 +31,8 @@ class SupernetConfig:
             raise ValueError(f"supernet.num_cells must be >= 1, got {self.num_cells}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"supernet.dropout must lie in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"supernet.drop_path must lie in [0, 1), got {self.drop_path}")
 
 
 class Supernet(nn.Module):
@@ -55,5 +63,19 @@ class Supernet(nn.Module):
         self.dropout = nn.Dropout(self.config.dropout)
         self.classifier = nn.Linear(channels, num_classes)
 
-    def _classify(self, x: Tensor) -> Tensor:
-        return self.classifier(self.dropout(x.mean(dim=(2, 3))))
+    def _aux_head(self, channels: int, num_classes: int) -> None:
+        """Call where the auxiliary head's input has ``channels``; ``_aux`` then feeds it."""
+        self.aux_head = AuxiliaryHead(channels, num_classes) if self.config.auxiliary else None
+
+    def _aux(self, x: Tensor) -> Tensor | None:
+        return self.aux_head(x) if self.config.auxiliary and self.training else None
+
+    def _classify(self, x: Tensor, aux: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        logits = self.classifier(self.dropout(x.mean(dim=(2, 3))))
+        return logits if aux is None else (logits, aux)
+
+    def set_drop_path(self, prob: float) -> None:
+        """The drop-path probability from now on (the trainer ramps it up over the epochs)."""
+        for module in self.modules():
+            if hasattr(module, "drop_prob"):
+                module.drop_prob = prob

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from controller_policy.spaces import EnasMicroSpace
 from controller_policy.spaces.enas_micro import CELLS, Node
 
-from ..ops import FactorizedReduce, ReLUConvBN, batch_norm, build_micro_op, stem
+from ..ops import FactorizedReduce, ReLUConvBN, batch_norm, build_micro_op, drop_path, stem
 from .base import Supernet, SupernetConfig
 
 
@@ -32,9 +32,17 @@ class MicroCell(nn.Module):
                     for o in range(len(space.ops)):
                         if fixed is None or self._chosen(fixed[j], slot) == (i, o):
                             self.ops[f"node{j}_{slot}{i}_op{o}"] = build_micro_op(space.ops[o], c, track)
+        self.drop_prob = 0.0  # set through Supernet.set_drop_path while retraining
         outputs = range(2 + space.num_nodes) if fixed is None else self._loose_ends(fixed)
         self.out_convs = nn.ModuleDict({f"node{k}": nn.Conv2d(c, c, 1, bias=False) for k in outputs})
         self.out_bn = batch_norm(c, track)
+
+    def _path(self, key: str, x: Tensor) -> Tensor:
+        op = self.ops[key]
+        h = op(x)
+        if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
+            h = drop_path(h, self.drop_prob)
+        return h
 
     @staticmethod
     def _chosen(node: Node, slot: str) -> tuple[int, int]:
@@ -50,8 +58,8 @@ class MicroCell(nn.Module):
         if self.reduce is not None:
             states = [r(s) for r, s in zip(self.reduce, states)]
         for j, (x_id, x_op, y_id, y_op) in enumerate(nodes):
-            states.append(self.ops[f"node{j}_x{x_id}_op{x_op}"](states[x_id])
-                          + self.ops[f"node{j}_y{y_id}_op{y_op}"](states[y_id]))
+            states.append(self._path(f"node{j}_x{x_id}_op{x_op}", states[x_id])
+                          + self._path(f"node{j}_y{y_id}_op{y_op}", states[y_id]))
         out = sum(self.out_convs[f"node{k}"](torch.relu(states[k])) for k in self._loose_ends(nodes))
         return self.out_bn(out)
 
@@ -75,14 +83,20 @@ class MicroNet(Supernet):
                                             fixed[kind] if fixed else None))
                 self.cell_types.append(kind)
                 c_pp, c_p, reduce_prev = c_p, c, kind == "reduce"
+                if kind == "reduce" and stage == 1:
+                    self._aux_head(c, num_classes)
+        self.aux_after = len(self.cells) - n - 1  # the second reduction cell: 2/3 of the depth
         self._head(c, num_classes)
 
     def forward(self, x: Tensor, arch: Sequence[int] | None = None) -> Tensor:
         cells = self.space.cells(self._arch(arch))
         s0 = s1 = self.stem(x)
-        for kind, cell in zip(self.cell_types, self.cells):
+        aux = None
+        for i, (kind, cell) in enumerate(zip(self.cell_types, self.cells)):
             s0, s1 = s1, cell(s0, s1, cells[kind])
-        return self._classify(torch.relu(s1))
+            if i == self.aux_after:
+                aux = self._aux(s1)
+        return self._classify(torch.relu(s1), aux)
 
 
 __all__ = ["MicroNet", "MicroCell", "CELLS"]

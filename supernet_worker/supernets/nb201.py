@@ -42,6 +42,8 @@ class NB201Net(Supernet):
             blocks: list[nn.Module] = [ResNetBasicBlock(c // 2, c, track)] if s > 0 else []
             blocks += [NB201Cell(space, c, track, self.fixed_arch) for _ in range(config.num_cells)]
             self.stages.append(nn.ModuleList(blocks))
+            if s == 1:
+                self._aux_head(c, num_classes)
             c *= 2
         c //= 2
         self.last_bn = batch_norm(c, track)
@@ -50,7 +52,10 @@ class NB201Net(Supernet):
     def forward(self, x: Tensor, arch: Sequence[int] | None = None) -> Tensor:
         arch = self._arch(arch)
         x = self.stem(x)
-        for stage in self.stages:
+        aux = None
+        for s, stage in enumerate(self.stages):
             for block in stage:
                 x = block(x, arch) if isinstance(block, NB201Cell) else block(x)
-        return self._classify(torch.relu(self.last_bn(x)))
+            if s == 1:
+                aux = self._aux(x)
+        return self._classify(torch.relu(self.last_bn(x)), aux)

@@ -1,0 +1,208 @@
+"""Training a found architecture from scratch (ENAS's final step), one Ray Train worker's share.
+
+``train_child`` is the per-worker loop of a ``TorchTrainer``: every worker builds the child,
+``prepare_model`` wraps it in DDP (gloo on CPU, NCCL on GPU), each trains on its shard of the
+training set and scores its shard of the test set (sums all-reduced). Rank 0 writes
+``metrics.csv`` and a checkpoint every epoch, and at the end ``model.pt`` and a TorchScript export.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from controller_policy.spaces import build_space
+
+from .data import Batches, DataConfig, channel_stats, load_dataset
+from .supernets import SupernetConfig, build_child
+
+METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_accuracy", "lr", "wall_time"]
+MODEL_FILE, TORCHSCRIPT_FILE = "model.pt", "model.torchscript.pt"
+
+
+@dataclass
+class TrainSettings:
+    """SGD (nesterov) with a cosine schedule from lr_max to lr_min over the epochs."""
+
+    epochs: int = 10
+    lr_max: float = 0.05
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    aux_weight: float = 0.4  # with supernet.auxiliary
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.lr_min <= self.lr_max or self.lr_max <= 0:
+            raise ValueError(f"train: need 0 <= lr_min <= lr_max and lr_max > 0, got {self.lr_min}, {self.lr_max}")
+        if self.grad_clip <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("train: grad_clip must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+
+    def lr(self, epoch: int) -> float:
+        return self.lr_min + 0.5 * (self.lr_max - self.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs))
+
+
+class ExportedClassifier(nn.Module):
+    """What the TorchScript file holds: float images in [0, 1], [N, C, H, W] -> class logits."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def training_indices(num_images: int, config: DataConfig) -> np.ndarray:
+    """The whole training set, or a seeded subset of ``data.train_size`` images when smaller."""
+    if config.train_size >= num_images:
+        return np.arange(num_images)
+    return np.sort(np.random.default_rng(config.split_seed).permutation(num_images)[: config.train_size])
+
+
+def _sum_over_workers(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_child(config: dict[str, Any]) -> None:
+    """Ray Train per-worker loop. ``config``: space, space_params, arch, supernet, data, train
+    (dataclasses), out (rank 0 writes there), seed."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    net_cfg: SupernetConfig = config["supernet"]
+    data_cfg: DataConfig = config["data"]
+    train: TrainSettings = config["train"]
+    out = Path(config["out"])
+    torch.manual_seed(config["seed"] + rank)
+
+    data = load_dataset(data_cfg)
+    idx = training_indices(len(data.y_train), data_cfg)
+    mean, std = channel_stats(data.x_train[idx])
+    mine = idx[rank::world]
+    batches = Batches(data.x_train[mine], data.y_train[mine], data_cfg.batch_size, mean, std,
+                      augment=data_cfg.augment, cutout=data_cfg.cutout, shuffle=True, device=device)
+    test_idx = np.arange(len(data.y_test))[rank::world]
+    test = Batches(data.x_test[test_idx], data.y_test[test_idx], data_cfg.eval_batch_size, mean, std, device=device)
+
+    space = build_space(config["space"], **config["space_params"])
+    child = build_child(space, config["arch"], net_cfg, data.channels, data.num_classes)
+    optimizer = torch.optim.SGD(child.parameters(), lr=train.lr_max, momentum=train.momentum, nesterov=True,
+                                weight_decay=train.weight_decay)
+    start, elapsed = 0, 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as path:
+            state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+        child.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, elapsed = state["epoch"], state["elapsed"]
+        if rank == 0:
+            print(f"[raynas] retrain resumed after epoch {start}", flush=True)
+    model = ray.train.torch.prepare_model(child)
+    criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+
+    for epoch in range(start, train.epochs):
+        started = time.time()
+        lr = train.lr(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        child.set_drop_path(net_cfg.drop_path * epoch / train.epochs)  # ramped up, as in ENAS/DARTS
+        batches.generator.manual_seed(config["seed"] * 100_003 + epoch * 1_009 + rank)
+        model.train()
+        loss_sum = correct = seen = 0.0
+        for x, y in batches:
+            output = model(x)
+            logits, aux = output if isinstance(output, tuple) else (output, None)
+            loss = criterion(logits, y) + (train.aux_weight * criterion(aux, y) if aux is not None else 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            loss_sum += float(loss) * len(y)
+            correct += float((logits.argmax(1) == y).sum())
+            seen += len(y)
+        model.eval()
+        test_correct = test_seen = 0.0
+        with torch.no_grad():
+            for x, y in test:
+                test_correct += float((child(x).argmax(1) == y).sum())
+                test_seen += len(y)
+        loss_sum, correct, seen, test_correct, test_seen = _sum_over_workers(
+            [loss_sum, correct, seen, test_correct, test_seen], device)
+        elapsed += time.time() - started
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+               "test_accuracy": test_correct / test_seen, "lr": lr, "wall_time": elapsed}
+        if rank == 0:
+            _append_metrics(out / "metrics.csv", row)
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({"model": child.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                            "elapsed": elapsed}, Path(tmp) / "state.pt")
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(row)
+    if rank == 0:
+        save_model(out, child.cpu(), config, space, data.x_train.shape[1:4], data.num_classes, mean, std)
+
+
+def _append_metrics(path: Path, row: dict[str, float]) -> None:
+    """One row per epoch; a resumed run first drops the rows after its checkpoint."""
+    rows = []
+    if path.exists():
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+    rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_model(out: Path, child: nn.Module, config: dict[str, Any], space: Any, image_shape: tuple[int, int, int],
+               num_classes: int, mean: list[float], std: list[float]) -> None:
+    """``model.pt`` (weights + everything ``load_model`` needs) and a TorchScript export."""
+    child.eval()
+    height, width, in_channels = image_shape
+    torch.save({"state_dict": child.state_dict(), "space": config["space"], "space_params": config["space_params"],
+                "arch": list(config["arch"]), "arch_string": space.to_string(config["arch"]),
+                "arch_json": space.to_json(config["arch"]), "supernet": asdict(config["supernet"]),
+                "in_channels": in_channels, "image_size": [height, width], "num_classes": num_classes,
+                "mean": list(mean), "std": list(std)},
+               out / MODEL_FILE)
+    exported = ExportedClassifier(child, mean, std).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated for new code, still supported
+        traced = torch.jit.trace(exported, torch.rand(2, in_channels, height, width))
+    traced.save(str(out / TORCHSCRIPT_FILE))
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a retrained child from ``model.pt``; returns (network in eval mode, saved metadata)."""
+    saved = torch.load(Path(path), map_location="cpu", weights_only=False)
+    space = build_space(saved["space"], **saved["space_params"])
+    child = build_child(space, saved["arch"], SupernetConfig(**saved["supernet"]), saved["in_channels"],
+                        saved["num_classes"])
+    child.load_state_dict(saved["state_dict"])
+    return child.eval(), saved
