@@ -28,16 +28,20 @@ TINY = {"space.name": "enas_macro", "space.params": {"num_layers": 3},
 
 
 def arch_file(tmp_path, space_name="enas_macro", params=None, seed=0):
-    space = build_space(space_name, **(params if params is not None else {"num_layers": 3}))
+    params = params if params is not None else {"num_layers": 3}
+    space = build_space(space_name, **params)
     arch = space.sample(np.random.default_rng(seed))
     path = tmp_path / f"{space_name}_arch.json"
-    path.write_text(json.dumps({"arch": space.to_string(arch), "json": space.to_json(arch), "actions": arch}))
+    # as the search's derivation writes best_arch.json
+    path.write_text(json.dumps({"arch": space.to_string(arch), "json": space.to_json(arch), "actions": arch,
+                                "valid_accuracy": 0.5, "space": space_name, "space_params": params}))
     return path, space, arch
 
 
 def test_retrain_writes_metrics_model_and_a_torchscript_that_needs_no_raynas(ray_session, tmp_path):
     path, space, arch = arch_file(tmp_path)
-    cfg = load_config(None, {**TINY, "out": str(tmp_path / "out")}, RetrainConfig)
+    # Two data-parallel workers (DDP over gloo): each trains and tests on its shard.
+    cfg = load_config(None, {**TINY, "out": str(tmp_path / "out"), "workers": 2}, RetrainConfig)
     metrics = run_retrain(cfg, path)
     assert metrics["epoch"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
     rows = list(csv.DictReader((tmp_path / "out" / "metrics.csv").open()))

@@ -49,8 +49,11 @@ def load_arch_file(space: SearchSpace, path: str | Path) -> Arch:
         obj = json.loads(text)
     except json.JSONDecodeError:
         obj = text.strip()
-    if isinstance(obj, dict) and "arch" in obj and "space" not in obj:
-        obj = obj["arch"]
+    if isinstance(obj, dict):  # best_arch.json / top_archs.json entries carry the structure and the string
+        if isinstance(obj.get("json"), dict):
+            obj = obj["json"]
+        elif "arch" in obj:
+            obj = obj["arch"]
     try:
         return parse_arch(space, obj)
     except ValueError as exc:
