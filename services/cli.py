@@ -297,7 +297,10 @@ def cmd_retrain(args: argparse.Namespace) -> None:
         load_architecture(cfg, args.arch)  # a bad file fails here, before Ray starts
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    metrics = run_retrain(cfg, args.arch)
+    try:
+        metrics = run_retrain(cfg, args.arch)
+    except (RuntimeError, ValueError) as exc:
+        fail(str(exc))
     files = outputs(cfg)
     print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
           f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")

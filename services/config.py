@@ -30,6 +30,14 @@ class SpaceSection:
     name: str = "nb201"
     params: dict = field(default_factory=dict)
 
+    def validate(self) -> None:
+        if self.name not in SPACES:
+            raise ConfigError(f"space.name: unknown search space {self.name!r} (choose {', '.join(SPACES)})")
+        try:
+            build_space(self.name, **self.params)
+        except ValueError as exc:
+            raise ConfigError(f"space.params: {exc}") from None
+
 
 @dataclass
 class EvaluatorSection:
@@ -104,12 +112,7 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         if self.algo not in ALGORITHMS:
             raise ConfigError(f"algo: unknown algorithm {self.algo!r} (choose {', '.join(ALGORITHMS)})")
-        if self.space.name not in SPACES:
-            raise ConfigError(f"space.name: unknown search space {self.space.name!r} (choose {', '.join(SPACES)})")
-        try:
-            build_space(self.space.name, **self.space.params)
-        except ValueError as exc:
-            raise ConfigError(f"space.params: {exc}") from None
+        self.space.validate()
         ws = self.weight_sharing
         if self.uses_supernet:
             for key in ("epochs", "archs_per_epoch", "workers", "derive_samples", "top_k", "checkpoint_every"):
@@ -166,12 +169,7 @@ class RetrainConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def validate(self) -> "RetrainConfig":
-        if self.space.name not in SPACES:
-            raise ConfigError(f"space.name: unknown search space {self.space.name!r} (choose {', '.join(SPACES)})")
-        try:
-            build_space(self.space.name, **self.space.params)
-        except ValueError as exc:
-            raise ConfigError(f"space.params: {exc}") from None
+        self.space.validate()
         if self.gpus < 0 or self.workers < 1 or self.cpus_per_worker <= 0:
             raise ConfigError("workers must be >= 1, gpus >= 0 and cpus_per_worker > 0")
         if not self.supernet.bn_track_running_stats:

@@ -6,11 +6,12 @@ with the same ``--out`` again continues from the last one.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchTrainer
 
 from controller_policy.spaces import build_space, load_arch_file
@@ -31,6 +32,11 @@ def load_architecture(cfg: RetrainConfig, arch_file: str | Path) -> list[int]:
 def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
     """Train; return the last epoch's metrics. Files: metrics.csv, model.pt, model.torchscript.pt."""
     arch = load_architecture(cfg, arch_file)
+    data = cfg.data
+    if data.data_dir:  # the workers run elsewhere (their own directory, maybe another node)
+        data = dataclasses.replace(data, data_dir=str(Path(data.data_dir).expanduser().resolve()))
+        if not Path(data.data_dir).exists() and not data.download:
+            raise ValueError(f"data.data_dir: {data.data_dir} does not exist")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started_ray = connect(cfg.ray_address, cfg.num_cpus)
@@ -39,18 +45,28 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
         scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                 resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})})
         loop_config = {"space": cfg.space.name, "space_params": cfg.space.params, "arch": arch,
-                       "supernet": cfg.supernet, "data": cfg.data, "train": cfg.train, "out": str(out),
+                       "supernet": cfg.supernet, "data": data, "train": cfg.train, "out": str(out),
                        "seed": cfg.seed}
         trainer = TorchTrainer(train_child, train_loop_config=loop_config, scaling_config=scaling,
                                run_config=RunConfig(name=RUN_NAME, storage_path=str(out / "ray_train"),
                                                     checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        result = trainer.fit()
-        if result.error:
-            raise RuntimeError(f"retraining failed: {result.error}")
+        try:
+            result = trainer.fit()
+        except TrainingFailedError as exc:
+            raise RuntimeError(f"retraining failed: {_root_cause(exc)} (checkpoints kept in {out}/ray_train; "
+                               "the same command resumes)") from None
         return dict(result.metrics)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's last line: what a worker actually raised."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def outputs(cfg: RetrainConfig) -> dict[str, Path]:

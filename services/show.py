@@ -2,14 +2,13 @@
 (`dot`) when it is installed and by matplotlib otherwise; ``--format dot`` writes the graph itself."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller_policy.spaces import SearchSpace, build_space, parse_arch
+from controller_policy.spaces import SearchSpace, build_space, parse_arch, read_arch_file
 
 
 @dataclass
@@ -29,22 +28,13 @@ def read_architecture(path: str | Path, space_name: str | None = None,
     """An architecture file and its space: the file's own ``space`` (best_arch.json carries its JSON
     structure), else ``space_name``; the space's size comes from ``params`` or the structure."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read architecture file {path}: {exc.strerror}") from None
-    try:
-        obj: Any = json.loads(text)
-    except json.JSONDecodeError:
-        obj = text.strip()
-    structure = obj.get("json") if isinstance(obj, dict) and isinstance(obj.get("json"), dict) else obj
+    structure = read_arch_file(path)
     if isinstance(structure, dict) and "space" in structure:
         name = structure["space"]
         if space_name and space_name != name:
             raise ValueError(f"{path}: the architecture belongs to {name!r}, not {space_name!r}")
     elif space_name:
         name = space_name
-        structure = obj["arch"] if isinstance(obj, dict) and "arch" in obj else obj
     else:
         raise ValueError(f"{path}: the file does not say its search space; pass --space")
     params = dict(params or {})

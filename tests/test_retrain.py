@@ -171,3 +171,24 @@ def test_show_needs_a_space_for_a_bare_string_and_names_bad_positions(tmp_path):
         draw(path)
     with pytest.raises(ValueError, match="edge 2->3: unknown op 'zzz'"):
         draw(path, space_name="nb201")
+
+
+def test_a_failing_worker_is_one_error_line_and_a_missing_data_dir_is_caught_first(ray_session, tmp_path, capsys):
+    from services.cli import main
+
+    path, _, _ = arch_file(tmp_path)
+    cfg = load_config(None, {**TINY, "out": str(tmp_path / "out"), "data.source": "arrays",
+                             "data.data_dir": str(tmp_path / "nowhere")}, RetrainConfig)
+    with pytest.raises(ValueError, match="nowhere does not exist"):
+        run_retrain(cfg, path)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # exists, but holds no dataset: the workers fail
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"space": {"name": "enas_macro", "params": {"num_layers": 3}},
+                                      "supernet": {"channels": 4, "bn_track_running_stats": True},
+                                      "data": {"source": "arrays", "data_dir": str(empty)},
+                                      "out": str(tmp_path / "out2")}))
+    with pytest.raises(SystemExit) as exc:
+        main(["retrain", str(path), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "retraining failed:" in err and "train.npz" in err, err

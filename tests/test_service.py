@@ -214,16 +214,10 @@ def test_unsafe_service_configs_are_refused(changes, said):
 
 
 def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
-    from services.cli import main
+    from tests.test_jobs import run_cli
 
     def cli(*argv):
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_cli(capsys, *argv)
 
     address = ("--address", f"127.0.0.1:{service.port}")
     code, out, err = cli("client", "submit", *address, "--space", "nb201", "--evaluator", "table", "--table",

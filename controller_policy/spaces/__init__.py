@@ -38,8 +38,9 @@ def parse_arch(space: SearchSpace, value: Any) -> Arch:
     raise ValueError(f"{space.name}: cannot read an architecture from {type(value).__name__}")
 
 
-def load_arch_file(space: SearchSpace, path: str | Path) -> Arch:
-    """Read an architecture file (JSON structure, ``{"arch": ...}``, or a canonical string)."""
+def read_arch_file(path: str | Path) -> Any:
+    """An architecture file's content: for best_arch.json / top_archs.json entries (which carry the
+    structure and the string) the JSON structure, else the JSON value or the stripped text."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -48,14 +49,19 @@ def load_arch_file(space: SearchSpace, path: str | Path) -> Arch:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        obj = text.strip()
-    if isinstance(obj, dict):  # best_arch.json / top_archs.json entries carry the structure and the string
+        return text.strip()
+    if isinstance(obj, dict):
         if isinstance(obj.get("json"), dict):
-            obj = obj["json"]
-        elif "arch" in obj:
-            obj = obj["arch"]
+            return obj["json"]
+        if "arch" in obj:
+            return obj["arch"]
+    return obj
+
+
+def load_arch_file(space: SearchSpace, path: str | Path) -> Arch:
+    """Read an architecture file (JSON structure, ``{"arch": ...}``, or a canonical string)."""
     try:
-        return parse_arch(space, obj)
+        return parse_arch(space, read_arch_file(path))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -63,5 +69,5 @@ def load_arch_file(space: SearchSpace, path: str | Path) -> Arch:
 __all__ = [
     "EDGE_OP", "INPUT", "KINDS", "OP", "SKIP", "Arch", "Decision", "SearchSpace",
     "EnasMacroSpace", "EnasMicroSpace", "NB201Space", "MACRO_OPS", "MICRO_OPS", "NB201_OPS",
-    "NB201_EDGES", "SPACES", "build_space", "parse_arch", "load_arch_file",
+    "NB201_EDGES", "SPACES", "build_space", "parse_arch", "load_arch_file", "read_arch_file",
 ]
