@@ -6,15 +6,18 @@ import logging
 import ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False) -> bool:
     """Initialise Ray unless it already is; return True when this call started it.
 
     ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance even
-    when a cluster runs here, or None for Ray's "auto" (a running one, else embedded)."""
+    when a cluster runs here, or None for Ray's "auto" (a running one, else embedded).
+    ``include_dashboard``: an embedded instance with the dashboard (and so the State API, which
+    Ray Train uses to clean up after its controller)."""
     if ray.is_initialized():
         return False
     if address == "local":
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
+                 logging_level=logging.WARNING)
         return True
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
@@ -22,7 +25,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     try:
         ray.init(address="auto", logging_level=logging.WARNING)
     except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level=logging.WARNING)
     return True
 
 

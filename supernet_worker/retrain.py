@@ -140,7 +140,7 @@ def train_child(config: dict[str, Any]) -> None:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += float((logits.argmax(1) == y).sum())
             seen += len(y)
         model.eval()
