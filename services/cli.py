@@ -104,170 +104,6 @@ def cmd_make_table(args: argparse.Namespace) -> None:
     print(f"wrote a generated nb201 landscape (seed {args.seed}) to {args.out}")
 
 
-def _jobs(address: str | None):
-    from .jobs import JobsError, RaynasJobs
-
-    try:
-        return RaynasJobs(address)
-    except JobsError as exc:
-        fail(str(exc))
-
-
-def _print_ended(record) -> None:
-    line = f"[raynas] job {record.job_id} {record.status}"
-    print(line + (f": {record.message}" if record.message and record.status != "SUCCEEDED" else ""))
-    if record.status != "SUCCEEDED":
-        raise SystemExit(1)
-
-
-def cmd_submit(args: argparse.Namespace) -> None:
-    from .jobs import JobsError
-
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    jobs = _jobs(args.address)
-    try:
-        job_id = jobs.submit(command, working_dir=args.working_dir, submission_id=args.job_id,
-                             entrypoint_num_gpus=args.entrypoint_gpus)
-        print(f"[raynas] submitted job {job_id} to {jobs.address}")
-        if args.follow:
-            _print_ended(jobs.follow(job_id, lambda chunk: print(chunk, end="", flush=True)))
-        else:
-            print(f"[raynas] follow it with: raynas jobs logs {job_id} --follow"
-                  + (f" --address {args.address}" if args.address else ""))
-    except JobsError as exc:
-        fail(str(exc))
-
-
-def cmd_jobs(args: argparse.Namespace) -> None:
-    from datetime import datetime
-
-    from .jobs import JobsError
-
-    jobs = _jobs(args.address)
-    try:
-        if args.action == "list":
-            for job in jobs.list():
-                started = datetime.fromtimestamp(job.start_time).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-"
-                print(f"{job.job_id:<28} {job.status:<10} {started}  {job.entrypoint}")
-            return
-        if not args.job_id:
-            fail(f"`raynas jobs {args.action}` needs a JOB_ID (see `raynas jobs list`)")
-        if args.action == "status":
-            job = jobs.status(args.job_id)
-            print(f"{job.job_id} {job.status}" + (f": {job.message}" if job.message else ""))
-        elif args.action == "logs":
-            if args.follow:
-                _print_ended(jobs.follow(args.job_id, lambda chunk: print(chunk, end="", flush=True)))
-            else:
-                print(jobs.logs(args.job_id), end="")
-        elif args.action == "stop":
-            stopped = jobs.stop(args.job_id)
-            print(f"[raynas] job {args.job_id} " + ("stopping" if stopped else "had already ended"))
-    except JobsError as exc:
-        fail(str(exc))
-
-
-def cmd_serve(args: argparse.Namespace) -> None:
-    import signal
-    import threading
-
-    from .jobs import JobsError
-    from .search_service import ServiceConfig, start_service
-    from .service_client import read_token
-
-    try:
-        cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
-                            runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
-                            tls_cert=args.tls_cert, tls_key=args.tls_key, poll_interval_s=args.poll_interval)
-        service = start_service(cfg)
-    except (ValueError, JobsError) as exc:
-        fail(str(exc))
-    scheme = "TLS" if cfg.tls_cert else "plaintext"
-    print(f"[raynas] search service on {cfg.host}:{service.port} ({scheme}"
-          f"{', bearer token required' if cfg.token else ''}); records in {cfg.db}", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    service.stop()
-    print("[raynas] search service stopped (running searches go on as Ray jobs)")
-
-
-CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
-
-
-def _client_request(args: argparse.Namespace):
-    from .proto import raynas_pb2 as pb
-
-    spec = pb.SearchSpec(**{k: getattr(args, k) for k in CLIENT_SPEC_FLAGS if getattr(args, k)})
-    for flag, enum in (("space", pb.SearchSpace), ("algo", pb.Algorithm), ("evaluator", pb.Evaluator)):
-        value = getattr(args, flag)
-        if value:
-            try:
-                setattr(spec, "algorithm" if flag == "algo" else flag, enum.Value(value.upper()))
-            except ValueError:
-                fail(f"--{flag} {value}: choose {', '.join(n.lower() for n in enum.keys()[1:])}")
-    for flag in ("budget", "seed", "epochs", "workers", "gpus_per_worker"):
-        if getattr(args, flag) is not None:
-            setattr(spec, flag, getattr(args, flag))
-    if args.yaml:
-        try:
-            spec.yaml_overrides = Path(args.yaml).read_text()
-        except OSError as exc:
-            fail(f"--yaml {args.yaml}: {exc.strerror}")
-    return pb.SubmitSearchRequest(spec=spec, name=args.name or "", idempotency_key=args.idempotency_key or "")
-
-
-def cmd_client(args: argparse.Namespace) -> None:
-    import grpc
-    from google.protobuf.json_format import MessageToJson
-
-    from .proto import raynas_pb2 as pb
-    from .service_client import SearchClient, read_token
-
-    try:
-        token = read_token(args.token_file, args.token_env)
-    except ValueError as exc:
-        fail(str(exc))
-    needs_id = args.action in ("get", "watch", "cancel", "result")
-    if needs_id and not args.id:
-        fail(f"`raynas client {args.action}` needs a search id (see `raynas client list`)")
-    show = lambda message: print(MessageToJson(message, preserving_proto_field_name=True))  # noqa: E731
-    with SearchClient(args.address, token, args.tls_ca, args.tls) as client:
-        try:
-            if args.action == "submit":
-                show(client.call("SubmitSearch", _client_request(args)))
-            elif args.action == "get":
-                show(client.call("GetSearch", pb.GetSearchRequest(id=args.id)))
-            elif args.action == "cancel":
-                show(client.call("CancelSearch", pb.CancelSearchRequest(id=args.id)))
-            elif args.action == "result":
-                show(client.call("GetResult", pb.GetResultRequest(id=args.id)))
-            elif args.action == "list":
-                request = pb.ListSearchesRequest(states=[pb.SearchState.Value(s.upper()) for s in args.state or []],
-                                                 name_prefix=args.name_prefix or "", page_size=args.page_size)
-                while True:
-                    page = client.call("ListSearches", request)
-                    for s in page.searches:
-                        best = f"{s.progress.best_reward:.4f}" if s.progress.has_best else "-"
-                        print(f"{s.id}  {pb.SearchState.Name(s.state):<9}  {s.name:<20} epoch {s.progress.epoch:<4} "
-                              f"archs {s.progress.archs_sampled:<6} best {best}")
-                    if not page.next_page_token:
-                        break
-                    request.page_token = page.next_page_token
-            elif args.action == "watch":
-                final = None
-                for p in client.watch(pb.WatchSearchRequest(id=args.id)):
-                    final = p
-                    best = f" best {p.best_reward:.4f} {p.best_arch}" if p.has_best else ""
-                    print(f"[{pb.SearchState.Name(p.state)}] epoch {p.epoch} archs {p.archs_sampled}{best}", flush=True)
-                if final is None or final.state != pb.SUCCEEDED:
-                    search = client.call("GetSearch", pb.GetSearchRequest(id=args.id))
-                    fail(f"search {args.id} ended {pb.SearchState.Name(search.state)}: {search.error}")
-        except grpc.RpcError as exc:
-            fail(f"{exc.code().name}: {exc.details()}")
-
-
 def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
     import yaml
 
@@ -357,23 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--window", type=int, default=None, help="architectures per point of the mean-reward curve")
     report.set_defaults(func=cmd_report)
 
-    submit = sub.add_parser("submit", help="run a raynas command as a Ray job on a cluster",
-                            usage="raynas submit [--address URL] [--follow] -- raynas search --config ...")
-    submit.add_argument("--address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
-    submit.add_argument("--working-dir", default=".", help="directory shipped as the job's working directory")
-    submit.add_argument("--job-id", help="submission id (default: generated); submitting an existing one fails")
-    submit.add_argument("--entrypoint-gpus", type=float, help="GPUs reserved for the job's driver")
-    submit.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
-    submit.add_argument("command", nargs=argparse.REMAINDER, help="-- then the raynas command to run")
-    submit.set_defaults(func=cmd_submit)
-
-    jobs = sub.add_parser("jobs", help="list, inspect, follow and stop submitted jobs")
-    jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
-    jobs.add_argument("job_id", nargs="?")
-    jobs.add_argument("--address", help="the head's Jobs API, http://HEAD:8265")
-    jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
-    jobs.set_defaults(func=cmd_jobs)
-
     retrain = sub.add_parser("retrain", help="train a found architecture from scratch (Ray Train)")
     retrain.add_argument("arch", help="architecture file (best_arch.json, JSON structure or string)")
     retrain.add_argument("--config", required=True, help="retrain preset, e.g. configs/retrain-micro.yaml")
@@ -394,39 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", metavar="KEY=VALUE", help="space.params.*, e.g. space.params.num_layers=12")
     show.set_defaults(func=cmd_show)
 
-    serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
-    serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token")
-    serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
-    serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
-    serve.add_argument("--runs-dir", default="runs/service/searches",
-                       help="searches write below it (a disk the cluster and the service share)")
-    serve.add_argument("--token-file", help="bearer token clients must send (first line of the file)")
-    serve.add_argument("--token-env", help="... or the name of an environment variable holding it")
-    serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key: TLS")
-    serve.add_argument("--tls-key", help="server private key (PEM)")
-    serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks at Ray's jobs")
-    serve.set_defaults(func=cmd_serve)
+    from .cli_remote import add_remote_commands
 
-    client = sub.add_parser("client", help="talk to a raynas search service")
-    client.add_argument("action", choices=["submit", "get", "list", "watch", "cancel", "result"])
-    client.add_argument("id", nargs="?", help="search id (get, watch, cancel, result)")
-    client.add_argument("--address", default="127.0.0.1:50051")
-    client.add_argument("--token-file")
-    client.add_argument("--token-env")
-    client.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
-    client.add_argument("--tls-ca", help="TLS, trusting this CA certificate (PEM)")
-    for flag in ("--preset", "--space", "--algo", "--evaluator", "--table", "--reward-key", "--data-dir", "--name",
-                 "--idempotency-key"):
-        client.add_argument(flag, help="submit")
-    client.add_argument("--yaml", help="submit: a YAML file of overrides (the layout of configs/*.yaml)")
-    for flag in ("--budget", "--seed", "--epochs", "--workers"):
-        client.add_argument(flag, type=int, help="submit")
-    client.add_argument("--gpus-per-worker", type=float, help="submit")
-    client.add_argument("--state", action="append", help="list: only these states (repeatable)")
-    client.add_argument("--name-prefix", help="list")
-    client.add_argument("--page-size", type=int, default=50, help="list")
-    client.set_defaults(func=cmd_client)
+    add_remote_commands(sub)
 
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)

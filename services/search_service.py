@@ -14,7 +14,6 @@ import ipaddress
 import json
 import logging
 import threading
-import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
