@@ -273,7 +273,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         One submission at a time: the handler and the poller may both find the record unsubmitted."""
         with self._submitting:
             current = self.store.get(record.id)
-            if current is None or current.submitted or current.terminal:
+            if current is None or current.submitted or current.terminal or current.cancel_requested:
                 return
             self._submit_now(current)
 
