@@ -19,7 +19,6 @@ PACKAGES = ("controller_policy", "supernet_worker", "services")
 EXCLUDES = [".venv", ".git", "runs", "data", "*.npz", "*.pt", "__pycache__", "*.egg-info", ".pytest_cache",
             ".gitignore"]
 COMMANDS = ("search", "compare", "report", "make-table")
-TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 
 
 class JobsError(Exception):

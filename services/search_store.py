@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
-STATES = ("PENDING", "RUNNING", *TERMINAL_STATES)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
