@@ -9,17 +9,19 @@ layers/nodes, ``v^T tanh(W_prev h_j + W_curr h_i)``. Logits get ENAS's temperatu
 
 One routine (``_walk``) both samples and scores given architectures, so the log-probability a
 sample reports and ``evaluate(arch)`` agree exactly. Every consumer (RLlib modules, supernet
-training, tests) goes through it.
+training, tests) goes through it. The walk is O(T): it carries the LSTM state, the anchors and
+the next input from decision to decision, and scores every decision of a batch in one
+vectorised pass at the end.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical
 
 from .spaces import EDGE_OP, INPUT, OP, SKIP, SearchSpace
 
@@ -50,14 +52,40 @@ class ControllerConfig:
 
 @dataclass
 class ControllerOutput:
-    """Per-decision results for a batch of B architectures over T decisions."""
+    """Per-decision results for a batch of B architectures over T decisions. Log-probs,
+    entropies and skip KLs are derived from the logits when first read (one vectorised pass),
+    so a consumer that needs only the logits (RLlib's losses) does not pay for them."""
 
     actions: Tensor  # [B, T] long
-    log_probs: Tensor  # [B, T]
-    entropies: Tensor  # [B, T]
     logits: Tensor  # [B, T, max_choices], illegal choices at -inf
     hidden: Tensor  # [B, T, hidden_size]: the LSTM output each decision was read from
-    skip_kls: Tensor  # [B, T]: ENAS skip penalty KL(skip prob || skip_target) at skip bits, else 0
+    skip_steps: Tensor  # decision indices of skip bits
+    skip_target: float
+
+    @cached_property
+    def _log_p(self) -> Tensor:
+        return torch.log_softmax(self.logits, -1)
+
+    @cached_property
+    def log_probs(self) -> Tensor:  # [B, T]; -inf for an illegal or out-of-range action
+        k = self.logits.shape[-1]
+        picked = self._log_p.gather(-1, self.actions.clamp(0, k - 1).unsqueeze(-1)).squeeze(-1)
+        return picked.masked_fill((self.actions < 0) | (self.actions >= k), -math.inf)
+
+    @cached_property
+    def entropies(self) -> Tensor:  # [B, T]
+        p = self._log_p.exp()
+        return -torch.where(torch.isfinite(self.logits), p * self._log_p, torch.zeros_like(p)).sum(-1)
+
+    @cached_property
+    def skip_kls(self) -> Tensor:  # [B, T]: ENAS skip penalty KL(skip prob || skip_target) at skip bits, else 0
+        kls = torch.zeros(self.actions.shape, dtype=self.logits.dtype, device=self.logits.device)
+        if not self.skip_steps.numel():
+            return kls
+        p_skip = torch.softmax(self.logits[:, self.skip_steps], -1)[..., 1].clamp(1e-6, 1 - 1e-6)
+        tgt = self.skip_target
+        kl = p_skip * torch.log(p_skip / tgt) + (1 - p_skip) * torch.log((1 - p_skip) / (1 - tgt))
+        return kls.index_copy(1, self.skip_steps, kl)
 
     @property
     def log_prob(self) -> Tensor:
@@ -89,6 +117,12 @@ class ENASController(nn.Module):
             self.w_attn_curr = nn.Linear(h, h, bias=False)
             self.v_attn = nn.Linear(h, 1, bias=False)
         self.register_buffer("masks", torch.as_tensor(space.static_masks()), persistent=False)
+        skip_steps = [t for t, d in enumerate(space.decisions) if d.kind == SKIP]
+        self.register_buffer("skip_steps", torch.tensor(skip_steps, dtype=torch.long), persistent=False)
+        self.register_buffer("num_choices", torch.tensor([d.num_choices for d in space.decisions]),
+                             persistent=False)
+        self.plan = walk_plan(space)
+        self.scoring = ScoringIndex(space, self.plan)
         for p in self.parameters():
             nn.init.uniform_(p, -self.config.init_range, self.config.init_range)
 
@@ -97,18 +131,17 @@ class ENASController(nn.Module):
         """Sample ``batch_size`` legal architectures with their log-probs and entropies."""
         return self._walk(batch_size, None, generator)
 
-    def evaluate(self, actions: Tensor | Sequence[Sequence[int]], upto: int | None = None) -> ControllerOutput:
+    def evaluate(self, actions: Tensor | Sequence[Sequence[int]],
+                 lstm_state: list[tuple[Tensor, Tensor]] | None = None) -> ControllerOutput:
         """Score given architectures (teacher forcing): the same numbers ``sample`` reports.
-
-        With ``upto``, only the first ``upto`` decisions are walked; later entries of ``actions``
-        are ignored (the walk is causal), so a padded prefix is enough.
-        """
+        ``lstm_state``: the LSTM's (h, c) per layer at the first decision (default: zeros)."""
         actions = torch.as_tensor(actions, dtype=torch.long, device=self.g_emb.device)
         if actions.dim() == 1:
             actions = actions.unsqueeze(0)
-        if actions.shape[1] != self.space.num_decisions:
-            raise ValueError(f"expected {self.space.num_decisions} decisions per architecture, got {actions.shape[1]}")
-        return self._walk(actions.shape[0], actions, None, upto)
+        if actions.dim() != 2 or actions.shape[1] != self.space.num_decisions:
+            raise ValueError(f"expected {self.space.num_decisions} decisions per architecture, "
+                             f"got shape {tuple(actions.shape)}")
+        return self._walk(actions.shape[0], actions, None, lstm_state)
 
     def sample_archs(self, n: int, generator: torch.Generator | None = None) -> list[list[int]]:
         with torch.no_grad():
@@ -136,85 +169,201 @@ class ENASController(nn.Module):
         """Scores [B, N] of N anchors (pre-projected, [B, N, H]) against query h [B, H]."""
         return self.v_attn(torch.tanh(anchors_prev + self.w_attn_curr(h).unsqueeze(1))).squeeze(-1)
 
+    def _draw(self, kind: str, h: Tensor, anchors: list[Tensor], t0: int, t1: int, targets: tuple[int, ...],
+              generator: torch.Generator | None) -> Tensor:
+        """Sampling: actions [B, n] of decisions t0..t1-1, drawn from the same squashed, masked
+        logits that ``_score`` computes in bulk for the reported numbers."""
+        if kind in (OP, EDGE_OP):
+            raw = self.heads[kind](h).unsqueeze(1)
+        else:
+            keys = self.w_attn_prev(torch.stack([anchors[j] for j in targets] if kind == SKIP else anchors, 1))
+            q = self._attention(keys, h)
+            raw = torch.stack([-q, q], -1) if kind == SKIP else q.unsqueeze(1)
+        k = raw.shape[-1]
+        logits = self._squash(raw).masked_fill(~self.masks[t0:t1, :k], -math.inf)
+        probs = torch.softmax(logits, -1).reshape(-1, k)
+        return torch.multinomial(probs, 1, generator=generator).view(raw.shape[0], t1 - t0)
+
     def _walk(self, batch: int, given: Tensor | None, generator: torch.Generator | None,
-              upto: int | None = None) -> ControllerOutput:
-        space, device = self.space, self.g_emb.device
-        decisions, k_max = space.decisions[: upto or None], space.max_choices
-        hsz = self.config.hidden_size
-        state = [(torch.zeros(batch, hsz, device=device), torch.zeros(batch, hsz, device=device)) for _ in self.lstm]
+              lstm_state: list[tuple[Tensor, Tensor]] | None = None) -> ControllerOutput:
+        """One pass over the segments of ``self.plan`` carrying the LSTM state, the anchors and
+        the next input from step to step: O(T) LSTM steps per architecture. All skip bits of a
+        macro layer are one segment (one LSTM step). The logits of every decision are then
+        computed in bulk from the recorded LSTM outputs (``_score``); sampling also scores each
+        segment on the way, since the next input depends on the drawn action."""
+        device, hsz = self.g_emb.device, self.config.hidden_size
+        state = list(lstm_state) if lstm_state is not None else [
+            (torch.zeros(batch, hsz, device=device), torch.zeros(batch, hsz, device=device)) for _ in self.lstm]
         g_emb = self.g_emb.expand(batch, hsz)
         inp = g_emb
         anchors: list[Tensor] = []  # LSTM outputs of earlier blocks of the current cell
-        anchors_prev: list[Tensor] = []  # the same, projected by W_prev
-        block_h: Tensor | None = None  # the anchor step's output of the current block (skip bits)
-        block_skips: list[tuple[int, Tensor]] = []
-        actions, log_probs, entropies, logits_out, hidden, skip_kls = [], [], [], [], [], []
-        no_kl = torch.zeros(batch, device=device)
+        all_anchors: list[Tensor] = []  # of every cell, in order (the bulk scoring's keys)
+        outputs: list[Tensor] = []  # the LSTM output of every decision segment, in order
+        actions = []
+        rows = torch.arange(batch, device=device)
+        if given is not None:
+            # An illegal given action scores -inf (``_finish``); the walk goes on with a legal one.
+            walked = torch.minimum(given.clamp(min=0), self.num_choices - 1)
+            ops = walked.clamp(max=len(self.space.ops) - 1)
+            embedded = {kind: emb(ops) for kind, emb in self.embeddings.items()}  # all at once
 
         def add_anchor(h: Tensor) -> None:
             anchors.append(h)
-            anchors_prev.append(self.w_attn_prev(h))
+            all_anchors.append(h)
 
-        for t, d in enumerate(decisions):
-            if t == 0 or d.cell != decisions[t - 1].cell:
+        for kind, t0, t1, targets in self.plan:
+            if kind == _CELL:
                 anchors.clear()
-                anchors_prev.clear()
-                for _ in range(space.cell_inputs):
+                for _ in range(self.space.cell_inputs):
                     add_anchor(self._lstm_step(g_emb, state))
                 inp = g_emb
-            if d.kind in (OP, EDGE_OP):
-                h = self._lstm_step(inp, state)
-                logits = self._squash(self.heads[d.kind](h))
-            elif d.kind == INPUT:
-                h = self._lstm_step(inp, state)
-                logits = self._squash(self._attention(torch.stack(anchors_prev, 1), h))
-            else:  # SKIP: every bit of the block is read from one LSTM step
-                if block_h is None:
-                    block_h = self._lstm_step(inp, state)
-                h = block_h
-                q = self._squash(self._attention(anchors_prev[d.target].unsqueeze(1), h)).squeeze(1)
-                logits = torch.stack([-q, q], dim=-1)
-            padded = logits.new_full((batch, k_max), -math.inf)
-            padded[:, : logits.shape[1]] = logits
-            padded = padded.masked_fill(~self.masks[t], -math.inf)
-            dist = Categorical(logits=padded)
+                continue
+            if kind == _ANCHOR:  # a block without skip bits ends with a dedicated anchor step
+                add_anchor(self._lstm_step(inp, state))
+                inp = g_emb
+                continue
+            h = self._lstm_step(inp, state)
+            outputs.append(h)
             if given is None:
-                a = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
+                a = self._draw(kind, h, anchors, t0, t1, targets, generator)
+                walk = a
             else:
-                a = given[:, t]
+                a, walk = given[:, t0:t1], walked[:, t0:t1]
             actions.append(a)
-            log_probs.append(dist.log_prob(a))
-            entropies.append(dist.entropy())
-            logits_out.append(padded)
-            hidden.append(h)
-            a = a.clamp(0, d.num_choices - 1)  # an illegal given action already scored -inf; walk on
-            if d.kind in (OP, EDGE_OP):
-                inp = self.embeddings[d.kind](a)
-            elif d.kind == INPUT:
-                inp = torch.stack(anchors, 1)[torch.arange(batch, device=device), a]
+            if kind == SKIP:  # ENAS macro: the next input averages the anchors the skips selected
+                bits = walk.to(h.dtype)
+                chosen = torch.stack([anchors[j] for j in targets], 1)
+                inp = torch.bmm(bits.unsqueeze(1), chosen).squeeze(1) / (1.0 + bits.sum(1, keepdim=True))
+                add_anchor(h)
+            elif kind == INPUT:
+                inp = torch.stack(anchors, 1)[rows, walk[:, 0]]
+            elif given is None:
+                inp = self.embeddings[kind](walk[:, 0])
             else:
-                p_skip = dist.probs[:, 1].clamp(1e-6, 1 - 1e-6)
-                tgt = self.config.skip_target
-                skip_kls.append(p_skip * torch.log(p_skip / tgt) + (1 - p_skip) * torch.log((1 - p_skip) / (1 - tgt)))
-                block_skips.append((d.target, a))
-            if d.kind != SKIP:
-                skip_kls.append(no_kl)
-            block_ends = t + 1 == len(decisions) or decisions[t + 1].block != d.block
-            if block_ends and self.uses_anchors:
-                if block_h is None:  # no skip bits in this block: a dedicated anchor step
-                    add_anchor(self._lstm_step(inp, state))
-                    inp = g_emb
-                else:  # ENAS macro: the next input averages the anchors the skips selected
-                    bits = torch.stack([a.float() for _, a in block_skips], 1)
-                    chosen = torch.stack([anchors[j] for j, _ in block_skips], 1)
-                    inp = (bits.unsqueeze(-1) * chosen).sum(1) / (1.0 + bits.sum(1, keepdim=True))
-                    add_anchor(block_h)
-                block_h, block_skips = None, []
-        return ControllerOutput(
-            actions=torch.stack(actions, 1),
-            log_probs=torch.stack(log_probs, 1),
-            entropies=torch.stack(entropies, 1),
-            logits=torch.stack(logits_out, 1),
-            hidden=torch.stack(hidden, 1),
-            skip_kls=torch.stack(skip_kls, 1),
-        )
+                inp = embedded[kind][:, t0]
+        outputs_t = torch.stack(outputs, 1)
+        raw = self._score(outputs_t, torch.stack(all_anchors, 1) if all_anchors else None)
+        return self._finish(raw, outputs_t[:, self.scoring.segment_of], torch.cat(actions, 1))
+
+    def _score(self, outputs: Tensor, anchors: Tensor | None) -> Tensor:
+        """Raw logits [B, T, K] (0 at padding) of every decision from the segments' LSTM outputs
+        [B, S, H] and all anchors [B, A, H], a few batched ops for the whole architecture."""
+        ix, batch = self.scoring, outputs.shape[0]
+        k_max = self.space.max_choices
+        raw = outputs.new_zeros(batch, self.space.num_decisions * k_max)
+        for kind, (segments, positions) in ix.heads.items():
+            head = self.heads[kind](outputs[:, segments])  # [B, n, num_ops]
+            raw = raw.index_copy(1, positions, head.reshape(batch, -1))
+        if anchors is not None and ix.pair_query.numel():
+            keys = self.w_attn_prev(anchors)[:, ix.pair_anchor]
+            queries = self.w_attn_curr(outputs)[:, ix.pair_query]
+            scores = self.v_attn(torch.tanh(keys + queries)).squeeze(-1)  # [B, pairs]
+            raw = raw.index_copy(1, ix.attention_positions, scores[:, ix.attention_pairs] * ix.attention_signs)
+        return raw.view(batch, self.space.num_decisions, k_max)
+
+    def _finish(self, raw: Tensor, hidden: Tensor, actions: Tensor) -> ControllerOutput:
+        """The squashed, masked logits from the raw ones [B, T, K], for sampled and given
+        architectures alike (``ControllerOutput`` derives the rest)."""
+        logits = self._squash(raw).masked_fill(~self.masks, -math.inf)
+        return ControllerOutput(actions=actions, logits=logits, hidden=hidden, skip_steps=self.skip_steps,
+                                skip_target=self.config.skip_target)
+
+
+_CELL, _ANCHOR = "cell", "anchor"  # plan segments that make anchors and take no decision
+
+
+def walk_plan(space: SearchSpace) -> list[tuple[str, int, int, tuple[int, ...]]]:
+    """The controller's walk as segments ``(kind, t0, t1, skip targets)``: a cell start (its
+    input anchors), one decision (op / edge op / input), all skip bits of a block, or the
+    dedicated anchor step that ends a block without skip bits."""
+    decisions, plan, t = space.decisions, [], 0
+    uses_anchors = any(d.kind in (SKIP, INPUT) for d in decisions)
+    while t < len(decisions):
+        d = decisions[t]
+        if t == 0 or d.cell != decisions[t - 1].cell:
+            plan.append((_CELL, t, t, ()))
+        t1 = t + 1
+        if d.kind == SKIP:
+            while t1 < len(decisions) and decisions[t1].kind == SKIP and decisions[t1].block == d.block:
+                t1 += 1
+        plan.append((d.kind, t, t1, tuple(decisions[i].target for i in range(t, t1))))
+        block_ends = t1 == len(decisions) or decisions[t1].block != d.block
+        if d.kind == SKIP and not block_ends:
+            raise ValueError(f"{space.name}: the skip bits of a block must be its last decisions ({d.name})")
+        if block_ends and uses_anchors and d.kind != SKIP:
+            plan.append((_ANCHOR, t1, t1, ()))
+        t = t1
+    return plan
+
+
+class ScoringIndex(nn.Module):
+    """Where each decision's raw logits come from in ``ENASController._score``: which segment's
+    LSTM output feeds which op head, which (query segment, anchor) pairs the attention scores,
+    and where each score lands in the flat [T * K] logits (skip bits take ``[-q, q]``).
+    Index tensors are buffers, so they follow the controller to its device."""
+
+    def __init__(self, space: SearchSpace, plan: list[tuple[str, int, int, tuple[int, ...]]]) -> None:
+        super().__init__()
+        k_max = space.max_choices
+        segment_of = [0] * space.num_decisions
+        heads: dict[str, tuple[list[int], list[int]]] = {}
+        pair_query: list[int] = []
+        pair_anchor: list[int] = []
+        positions: list[int] = []
+        pairs: list[int] = []
+        signs: list[float] = []
+        num_anchors, cell_anchors, segment = 0, [], 0
+
+        def new_anchor() -> None:
+            nonlocal num_anchors
+            cell_anchors.append(num_anchors)
+            num_anchors += 1
+
+        def add_pair(anchor: int, *entries: tuple[int, float]) -> None:
+            pair_query.append(segment)
+            pair_anchor.append(anchor)
+            for position, sign in entries:
+                positions.append(position)
+                pairs.append(len(pair_query) - 1)
+                signs.append(sign)
+
+        for kind, t0, t1, targets in plan:
+            if kind == _CELL:
+                cell_anchors = []
+                for _ in range(space.cell_inputs):
+                    new_anchor()
+                continue
+            if kind == _ANCHOR:
+                new_anchor()
+                continue
+            segment_of[t0:t1] = [segment] * (t1 - t0)
+            if kind in (OP, EDGE_OP):
+                seg_list, pos_list = heads.setdefault(kind, ([], []))
+                seg_list.append(segment)
+                pos_list.extend(t0 * k_max + c for c in range(len(space.ops)))
+            elif kind == INPUT:
+                for c in range(space.decisions[t0].num_choices):
+                    add_pair(cell_anchors[c], (t0 * k_max + c, 1.0))
+            else:  # SKIP: one score per bit, logits [-q, q]; the block's output becomes an anchor
+                for t, target in zip(range(t0, t1), targets):
+                    add_pair(cell_anchors[target], (t * k_max, -1.0), (t * k_max + 1, 1.0))
+                new_anchor()
+            segment += 1
+        self.kinds = tuple(heads)
+
+        def buffer(name: str, values: list, dtype: torch.dtype = torch.long) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
+
+        buffer("segment_of", segment_of)
+        for kind, (seg_list, pos_list) in heads.items():
+            buffer(f"{kind}_segments", seg_list)
+            buffer(f"{kind}_positions", pos_list)
+        buffer("pair_query", pair_query)
+        buffer("pair_anchor", pair_anchor)
+        buffer("attention_positions", positions)
+        buffer("attention_pairs", pairs)
+        buffer("attention_signs", signs, torch.float32)
+
+    @property
+    def heads(self) -> dict[str, tuple[Tensor, Tensor]]:
+        return {k: (getattr(self, f"{k}_segments"), getattr(self, f"{k}_positions")) for k in self.kinds}

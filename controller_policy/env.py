@@ -1,7 +1,7 @@
 """The RLlib environment: one episode samples one architecture, one step per decision."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -39,12 +39,20 @@ class ArchitectureEnv(gym.Env):
         self._arch: list[int] = []
 
     def _obs(self) -> dict[str, np.ndarray]:
-        step = len(self._arch)
-        prefix = np.zeros(self.space.num_decisions, np.int64)
-        prefix[:step] = self._arch
-        mask = self.space.mask(min(step, self.space.num_decisions - 1), self._arch).astype(np.float32)
-        return {"step": np.array([min(step, self.space.num_decisions - 1)], np.int64), "prefix": prefix,
-                "action_mask": mask}
+        return {key: rows[-1] for key, rows in self.observations(self._arch).items()}
+
+    def observations(self, arch: Sequence[int]) -> dict[str, np.ndarray]:
+        """The observations an episode taking ``arch`` (or a prefix of it) sees, stacked:
+        ``len(arch) + 1`` rows, from the reset through the observation after the last action.
+        After the last decision ``step`` stays at the last index and ``prefix`` is the architecture."""
+        n, taken = self.space.num_decisions, len(arch)
+        steps = np.minimum(np.arange(taken + 1), n - 1)
+        prefix = np.zeros((taken + 1, n), np.int64)
+        if taken:
+            prefix[:, :taken] = np.asarray(arch, np.int64)
+            prefix[np.arange(n)[None, :] >= np.arange(taken + 1)[:, None]] = 0
+        masks = np.stack([self.space.mask(int(s), arch[:t]) for t, s in enumerate(steps)]).astype(np.float32)
+        return {"step": steps[:, None].astype(np.int64), "prefix": prefix, "action_mask": masks}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -77,7 +77,8 @@ def test_gradients_reach_every_parameter_and_learning_moves_the_distribution():
 def test_skip_penalty_pulls_skip_density_to_target():
     torch.manual_seed(0)
     controller = ENASController(build_space("enas_macro", num_layers=6), ControllerConfig(skip_target=0.4))
-    opt = torch.optim.Adam(controller.parameters(), lr=0.05)
+    # lr 0.05 can overshoot into tanh saturation, where the gradient vanishes, on some sample streams.
+    opt = torch.optim.Adam(controller.parameters(), lr=0.02)
     for _ in range(60):
         out = controller.sample(16)
         opt.zero_grad()

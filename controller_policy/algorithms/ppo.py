@@ -43,7 +43,9 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
 
     def _sync_env(self) -> None:
         super()._sync_env()
-        self.minibatch_size = max(1, self.train_batch_size_per_learner // max(1, self.ppo_minibatches))
+        # RLlib slices stateful modules' batches by sequence (= episode): whole architectures per minibatch.
+        episodes = max(1, self.episodes_per_iteration // max(1, self.ppo_minibatches))
+        self.minibatch_size = episodes * self.rows_per_episode
 
     def get_default_learner_class(self):
         return ENASPPOTorchLearner

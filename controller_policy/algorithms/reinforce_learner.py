@@ -4,8 +4,8 @@
     L  =  -mean_arch[(R - b) * sum_t log pi(a_t)]  -  entropy_weight * mean_arch[sum_t H_t]
           + skip_weight * mean_arch[skip KL]
 
-R is the terminal reward (every step's return-to-go, gamma = 1). Sums over an architecture's
-T decisions are taken as T times the per-row mean: every episode has exactly T rows.
+R is the terminal reward (every step's return-to-go, gamma = 1). Episodes arrive as zero-padded
+sequences (one per architecture, see rl_module.py); padding rows are masked out.
 """
 from __future__ import annotations
 
@@ -32,10 +32,18 @@ class ReinforceTorchLearner(TorchLearner):
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         log_probs = dist.logp(batch[Columns.ACTIONS])
         returns = batch[Columns.RETURNS_TO_GO]
-        baseline = self._update_baseline(module_id, returns, num_decisions, config)
-        policy_loss = -(log_probs * (returns - baseline)).mean() * num_decisions
-        entropy = dist.entropy().mean() * num_decisions
-        skip_kl = fwd_out[SKIP_KL].mean() * num_decisions
+        # Episodes arrive as zero-padded sequences (rl_module.py): only the real decisions count.
+        mask = batch.get(Columns.LOSS_MASK)
+        mask = torch.ones_like(returns, dtype=torch.bool) if mask is None else mask.bool()
+        num_archs = mask.sum() / num_decisions
+
+        def per_arch(values: torch.Tensor) -> torch.Tensor:  # sum over decisions, mean over architectures
+            return torch.where(mask, values, torch.zeros_like(values)).sum() / num_archs
+
+        baseline = self._update_baseline(module_id, returns[mask], num_decisions, config)
+        policy_loss = -per_arch(log_probs * (returns - baseline))
+        entropy = per_arch(dist.entropy())
+        skip_kl = per_arch(fwd_out[SKIP_KL])
         loss = policy_loss - config.entropy_weight * entropy + config.skip_weight * skip_kl
         for key, value in [("policy_loss", policy_loss), ("entropy", entropy), ("skip_kl", skip_kl),
                            ("baseline", baseline)]:
@@ -44,6 +52,7 @@ class ReinforceTorchLearner(TorchLearner):
         return loss
 
     def _update_baseline(self, module_id: str, returns: torch.Tensor, num_decisions: int, config) -> float:
+        """``returns``: the return of every real decision (each architecture's T rows)."""
         n = max(1, round(returns.numel() / num_decisions))
         mean_r = float(returns.mean())
         if module_id not in self.baselines:

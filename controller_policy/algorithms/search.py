@@ -21,6 +21,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from ..env import ArchitectureEnv
+from ..env_runner import ArchitectureEnvRunner
 from ..evaluators import Evaluation, Evaluator, TableEvaluator
 from ..rl_module import ControllerRLModule, controller_model_config
 from ..spaces import SearchSpace, build_space
@@ -68,11 +69,12 @@ class SearchConfigMixin:
     def _sync_env(self) -> None:
         self.env = ArchitectureEnv
         self.env_config = {"space": self.space_name, "space_params": dict(self.space_params)}
-        steps = self.episodes_per_iteration * build_space(self.space_name, **self.space_params).num_decisions
-        self.train_batch_size_per_learner = steps
-        # All episodes of an iteration step in lockstep through one vector env: one batched
-        # controller forward per decision instead of one per decision and episode.
-        self.num_envs_per_env_runner = self.episodes_per_iteration
+        # Whole architectures in one batched controller walk (see env_runner.py).
+        self.env_runner_cls = ArchitectureEnvRunner
+        # Rows the learner sees per iteration: T decisions + the one artificial timestep RLlib
+        # adds per episode, as sequences of max_seq_len = T + 1 (see rl_module.py).
+        self.rows_per_episode = build_space(self.space_name, **self.space_params).num_decisions + 1
+        self.train_batch_size_per_learner = self.episodes_per_iteration * self.rows_per_episode
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(

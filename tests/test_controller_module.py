@@ -1,0 +1,103 @@
+"""The RLlib side of the O(T) controller: what the EnvRunner samples and what the learner
+optimises are exactly the controller's own distribution, on all three spaces."""
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from controller_policy.algorithms import PPOSearch, PPOSearchConfig, Reinforce, ReinforceConfig
+from controller_policy.evaluators import Evaluation
+
+SPACES = [("enas_macro", {"num_layers": 4}), ("enas_micro", {"num_nodes": 3}), ("nb201", {})]
+
+
+class FreePPO(PPOSearch):
+    def evaluate_architectures(self, archs):
+        return [Evaluation(reward=float(np.mean(arch)) / self.space.max_choices) for arch in archs]
+
+
+class FreeReinforce(Reinforce):
+    evaluate_architectures = FreePPO.evaluate_architectures
+
+
+def build(config, space, params, tmp_path):
+    config.search(space=space, space_params=params, evaluator=None, budget=10**6, episodes_per_iteration=6,
+                  out_dir=str(tmp_path), skip_weight=0.5,
+                  controller={"temperature": 2.0, "tanh_constant": 1.5})
+    return config.debugging(seed=3, log_level="ERROR").build_algo()
+
+
+def learner_batch(algorithm, episodes):
+    """What RLlib's learner connector hands the module: one padded sequence per episode."""
+    learner = algorithm.learner_group._learner
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={})
+    return learner.module["default_policy"], batch["default_policy"]
+
+
+@pytest.mark.parametrize("space,params", SPACES, ids=[s for s, _ in SPACES])
+def test_sampled_and_optimised_distribution_is_the_controllers(ray_session, tmp_path, space, params):
+    algorithm = build(PPOSearchConfig(algo_class=FreePPO), space, params, tmp_path)
+    try:
+        algorithm.train()  # the controller moves away from its initialisation first
+        episodes = algorithm.env_runner.sample(num_episodes=5)
+        archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
+        # The runner records the log-prob each decision was drawn with.
+        sampled = torch.tensor(np.stack([ep.get_extra_model_outputs(Columns.ACTION_LOGP) for ep in episodes]))
+        module, batch = learner_batch(algorithm, episodes)  # (PPO's connector extends the episodes)
+        controller = module.controller
+        num_decisions = archs.shape[1]
+        with torch.no_grad():
+            expected = controller.evaluate(archs)
+            torch.testing.assert_close(sampled, expected.log_probs, rtol=0, atol=1e-5)
+            # One sequence per architecture: T decisions + PPO's artificial timestep.
+            assert batch[Columns.OBS]["step"].shape[:2] == (5, num_decisions + 1)
+            out = module.forward_train(batch)
+            dist = module.get_train_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+            real = batch[Columns.LOSS_MASK].bool()
+            assert real.sum(1).tolist() == [num_decisions] * 5
+            rows = lambda x: x[real].view(5, num_decisions, *x.shape[2:])  # noqa: E731
+            torch.testing.assert_close(rows(dist.logp(batch[Columns.ACTIONS])), expected.log_probs,
+                                       rtol=0, atol=1e-5)
+            torch.testing.assert_close(rows(dist.entropy()), expected.entropies, rtol=0, atol=1e-5)
+            torch.testing.assert_close(rows(out["skip_kl"]), expected.skip_kls, rtol=0, atol=1e-5)
+            torch.testing.assert_close(rows(out[Columns.EMBEDDINGS]), expected.hidden, rtol=0, atol=1e-5)
+    finally:
+        algorithm.stop()
+
+
+def test_sequences_must_start_at_the_first_decision(ray_session, tmp_path):
+    algorithm = build(PPOSearchConfig(algo_class=FreePPO), "nb201", {}, tmp_path)
+    try:
+        module, batch = learner_batch(algorithm, algorithm.env_runner.sample(num_episodes=2))
+        batch[Columns.OBS]["step"] = batch[Columns.OBS]["step"][:, 1:]
+        batch[Columns.OBS]["prefix"] = batch[Columns.OBS]["prefix"][:, 1:]
+        with pytest.raises(ValueError, match="must start at an episode's first decision"):
+            module.forward_train(batch)
+    finally:
+        algorithm.stop()
+
+
+def test_reinforce_loss_counts_only_real_decisions(ray_session, tmp_path):
+    """REINFORCE's sequences are zero-padded (no artificial timestep): the loss must equal the
+    per-architecture hand calculation on the controller's own log-probs."""
+    algorithm = build(ReinforceConfig(algo_class=FreeReinforce), "enas_macro", {"num_layers": 3}, tmp_path)
+    try:
+        episodes = algorithm.env_runner.sample(num_episodes=4)
+        rewards = [0.2, 0.4, 0.6, 0.9]
+        for ep, r in zip(episodes, rewards):
+            ep.set_rewards(new_data=np.float32(r), at_indices=-1)
+        archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
+        module, batch = learner_batch(algorithm, episodes)
+        learner = algorithm.learner_group._learner
+        config = learner.config
+        with torch.no_grad():
+            loss = learner.compute_loss_for_module(module_id="default_policy", config=config, batch=batch,
+                                                   fwd_out=module.forward_train(batch))
+            expected = module.controller.evaluate(archs)
+        reward = torch.tensor(rewards)
+        baseline = reward.mean()  # baseline_init None: the first batch's mean (the EMA of it stays there)
+        hand = (-((reward - baseline) * expected.log_prob).mean() - config.entropy_weight * expected.entropy.mean()
+                + config.skip_weight * expected.skip_kl.mean())
+        torch.testing.assert_close(loss, hand, rtol=0, atol=1e-5)
+    finally:
+        algorithm.stop()
