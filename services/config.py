@@ -16,7 +16,7 @@ from controller_policy.spaces import SPACES, build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import OptimConfig
+from supernet_worker.worker import OptimConfig, data_parallel_plan
 
 EVALUATORS = ("supernet", "table")
 
@@ -127,6 +127,10 @@ class SearchConfig:
             if self.data.source != "synthetic" and not self.data.data_dir:
                 raise ConfigError("data.data_dir: a dataset directory is required (--data-dir DIR), "
                                   "or data.source: synthetic")
+            try:
+                data_parallel_plan(self.optim, self.data.batch_size, ws.workers, self.data.train_size)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             expected = ws.epochs * ws.archs_per_epoch
             if self.budget is not None and self.budget != expected:
                 raise ConfigError(f"budget ({self.budget}) must equal weight_sharing.epochs x archs_per_epoch "

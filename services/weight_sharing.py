@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,14 +24,16 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from controller_policy import ControllerConfig, ENASController
-from controller_policy.algorithms import PPOSearch, RandomSearch, Reinforce
+from controller_policy.algorithms import CONTROLLER_PHASES, PPOSearch, RandomSearch, Reinforce
 from controller_policy.evaluators import Evaluation
 from supernet_worker.pool import SupernetPool
-from supernet_worker.worker import WorkerSpec
+from supernet_worker.worker import WorkerSpec, data_parallel_plan
 
 SUPERNET = "supernet"
 METRICS_COLUMNS = ["epoch", "shared_loss", "shared_accuracy", "controller_reward_mean", "controller_entropy",
-                   "best_reward", "archs_sampled", "lr", "wall_time"]
+                   "best_reward", "archs_sampled", "lr", "wall_time",
+                   # seconds of the epoch in each phase; derive_s only on the last epoch's row
+                   "supernet_s", "sampling_s", "evaluation_s", "update_s", "derive_s"]
 
 
 class WeightSharingMixin:
@@ -48,9 +49,9 @@ class WeightSharingMixin:
         self.pool = SupernetPool(spec, ws["workers"], ws["gpus_per_worker"], ws["cpus_per_worker"],
                                  ws["max_restarts"], placement_group=pg,
                                  first_bundle=len(pg.bundle_specs) - ws["workers"] if pg else 0)
-        info = self.pool.info[0]
-        batch = spec.data.batch_size * self.pool.size
-        self.steps_per_epoch = ws["train_steps"] or math.ceil(info["train_images"] / batch)
+        _, steps, _ = data_parallel_plan(spec.optim, spec.data.batch_size, self.pool.size,
+                                         self.pool.info[0]["train_images"])
+        self.steps_per_epoch = ws["train_steps"] or steps
         self.epoch = 0
         self.started = time.time()
         self.out_dir = Path(self.recorder.out_dir)
@@ -67,12 +68,17 @@ class WeightSharingMixin:
 
     # -- one ENAS epoch ------------------------------------------------------------------
     def training_step(self) -> None:
+        self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)
+        started = time.perf_counter()
         shared = self.supernet_phase()
+        self.phase_seconds["supernet"] = time.perf_counter() - started
         rows = self.controller_phase()
         self.epoch += 1
-        self.end_epoch(shared, rows)
         if self.epoch == self.ws["epochs"]:
+            started = time.perf_counter()
             self.derive()
+            self.phase_seconds["derive"] = time.perf_counter() - started
+        self.end_epoch(shared, rows)
 
     def supernet_phase(self) -> dict[str, float]:
         self.pool.set_controller(None if self.uniform_policy else self.controller_weights())
@@ -114,7 +120,8 @@ class WeightSharingMixin:
                "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),
                "controller_entropy": float(np.mean(self.epoch_entropies)) if self.epoch_entropies else float("nan"),
                "best_reward": self.recorder.best["reward"], "archs_sampled": self.recorder.count,
-               "lr": shared["lr"], "wall_time": time.time() - self.started}
+               "lr": shared["lr"], "wall_time": time.time() - self.started,
+               **{f"{phase}_s": seconds for phase, seconds in self.phase_seconds.items()}}
         path = self.out_dir / "metrics.csv"
         fresh = not path.exists() or self.epoch == 1
         with path.open("w" if fresh else "a", newline="") as f:

@@ -171,32 +171,46 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
 class Batches:
     """Minibatches of one split, held on ``device`` as uint8, augmented and normalised per batch.
 
-    Iterating gives one pass (shuffled when ``shuffle``); the generator state makes the order
-    reproducible and checkpointable (``state_dict``/``load_state_dict``).
+    Iterating gives one pass (shuffled when ``shuffle``). With ``shard=(rank, world)`` a pass is
+    this rank's share of one permutation that every rank draws alike (``order_seed``, pass
+    number): the ranks' shares of a pass are disjoint and together cover the split, reshuffled
+    every pass (as ``DistributedSampler``). Augmentation draws from a generator of its own
+    (``seed``). Orders and positions are reproducible and checkpointable (``state_dict``).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, mean: list[float], std: list[float],
                  *, augment: bool = False, cutout: int = 0, shuffle: bool = False, seed: int = 0,
+                 order_seed: int | None = None, shard: tuple[int, int] = (0, 1),
                  device: str | torch.device = "cpu") -> None:
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard rank {rank} must lie in [0, {world})")
         self.device = torch.device(device)
         self.x = torch.as_tensor(x).permute(0, 3, 1, 2).contiguous().to(self.device)  # uint8 NCHW
         self.y = torch.as_tensor(y, dtype=torch.long).to(self.device)
         self.batch_size, self.augment, self.cutout, self.shuffle = batch_size, augment, cutout, shuffle
+        self.rank, self.world = rank, world
+        self.order_seed = seed if order_seed is None else order_seed
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)  # augmentation
+        self._passes = 0  # orders drawn so far
         self._order: Tensor | None = None  # the current pass of next_batch()
         self._pos = 0
 
     def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        return (self.num_shard_images + self.batch_size - 1) // self.batch_size
 
     @property
     def num_images(self) -> int:
         return len(self.y)
 
+    @property
+    def num_shard_images(self) -> int:
+        return len(range(self.rank, len(self.y), self.world))
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """One full pass from the start, in a fresh order."""
+        """One full pass (of this rank's shard) from the start, in a fresh order."""
         order = self._new_order()
         for start in range(0, len(order), self.batch_size):
             yield self._batch(order[start : start + self.batch_size])
@@ -211,7 +225,12 @@ class Batches:
 
     def _new_order(self) -> Tensor:
         n = len(self.y)
-        return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.order_seed * 1_000_003 + self._passes))
+        else:
+            order = torch.arange(n)
+        self._passes += 1
+        return order[self.rank :: self.world]
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         idx = idx.to(self.device)
@@ -248,11 +267,12 @@ class Batches:
         return x * (~(in_y & in_x)).unsqueeze(1)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
+        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos,
+                "passes": self._passes}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self._order, self._pos = state["order"], state["pos"]
+        self._order, self._pos, self._passes = state["order"], state["pos"], state["passes"]
 
 
 @dataclass
@@ -264,16 +284,22 @@ class DataSplits:
 
 
 def make_splits(config: DataConfig, device: str | torch.device = "cpu", seed: int = 0,
-                data: ImageData | None = None) -> DataSplits:
-    """Load the dataset, split train/valid disjointly and wrap each split in ``Batches``."""
+                data: ImageData | None = None, shard: tuple[int, int] = (0, 1),
+                train_batch_size: int | None = None, order_seed: int | None = None) -> DataSplits:
+    """Load the dataset, split train/valid disjointly and wrap each split in ``Batches``.
+
+    ``shard=(rank, world)``: this rank trains on its disjoint share of every pass over the
+    training split (the order drawn alike on every rank from ``order_seed``), with minibatches
+    of ``train_batch_size`` (default ``config.batch_size``)."""
     data = data if data is not None else load_dataset(config)
     train_idx, valid_idx = split_train_valid(len(data.y_train), config.train_size, config.valid_size, config.split_seed)
     mean, std = channel_stats(data.x_train[train_idx])
     common = dict(mean=mean, std=std, device=device)
     return DataSplits(
         data=data,
-        train=Batches(data.x_train[train_idx], data.y_train[train_idx], config.batch_size, augment=config.augment,
-                      cutout=config.cutout, shuffle=True, seed=seed, **common),
+        train=Batches(data.x_train[train_idx], data.y_train[train_idx], train_batch_size or config.batch_size,
+                      augment=config.augment, cutout=config.cutout, shuffle=True, seed=seed, order_seed=order_seed,
+                      shard=shard, **common),
         valid=Batches(data.x_train[valid_idx], data.y_train[valid_idx], config.eval_batch_size, shuffle=True,
                       seed=seed + 1, **common),
         test=Batches(data.x_test, data.y_test, config.eval_batch_size, **common),

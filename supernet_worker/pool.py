@@ -36,7 +36,7 @@ class SupernetPool:
             if placement_group is not None:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group, placement_group_bundle_index=first_bundle + rank)
-            self.workers.append(actor.options(**options).remote(spec, rank))
+            self.workers.append(actor.options(**options).remote(spec, rank, num_workers))
         self.recoveries = 0
         self.last_checkpoint: dict[str, Any] | None = None  # what get_state() last returned
         self.info = ray.get([w.ping.remote() for w in self.workers])

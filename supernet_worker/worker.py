@@ -7,6 +7,7 @@ with one all-reduce per step, so every replica applies the same update and stays
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -23,9 +24,25 @@ from .data import DataConfig, make_splits
 from .supernets import SupernetConfig, build_supernet
 
 
+DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
+
+
 @dataclass
 class OptimConfig:
-    """ENAS's shared-weight optimiser: SGD (momentum 0.9, nesterov), cosine with warm restarts."""
+    """ENAS's shared-weight optimiser: SGD (momentum 0.9, nesterov), cosine with warm restarts.
+
+    With K > 1 supernet workers every rank trains on its own disjoint shard of each epoch (one
+    epoch is still one pass over the training split) and ``data_parallel`` says how the recipe
+    scales:
+
+    - ``split_batch`` (default): the global minibatch stays ``data.batch_size``, split evenly over
+      the K ranks; the number of optimizer steps per epoch and the learning rates are ENAS's,
+      unchanged. Each step trains K children (one per rank) on batch_size / K images each.
+    - ``scale_lr``: every rank takes ``data.batch_size`` images per step (global batch K x
+      batch_size, K times fewer steps per epoch); ``lr_max`` and ``lr_min`` are scaled by K
+      (linear scaling, Goyal et al. 2017) and the learning rate ramps linearly from the unscaled
+      value over the first ``warmup_epochs`` epochs. Faster per epoch on GPUs, no longer ENAS's recipe.
+    """
 
     lr_max: float = 0.05
     lr_min: float = 0.0005
@@ -34,8 +51,15 @@ class OptimConfig:
     restart_period: int = 10  # epochs of the first cosine cycle (ENAS lr_T_0)
     restart_mult: int = 2  # each cycle this many times longer (ENAS lr_T_mul)
     grad_clip: float = 5.0
+    data_parallel: str = "split_batch"  # or "scale_lr": how K > 1 workers share an epoch (see above)
+    warmup_epochs: float = 1.0  # scale_lr only
 
     def __post_init__(self) -> None:
+        if self.data_parallel not in DATA_PARALLEL_RULES:
+            raise ValueError(f"optim.data_parallel must be one of {', '.join(DATA_PARALLEL_RULES)}, "
+                             f"got {self.data_parallel!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr_min <= self.lr_max:
             raise ValueError(f"optim: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
         if self.restart_period < 1 or self.restart_mult < 1:
@@ -58,6 +82,20 @@ class WorkerSpec:
     threads: int = 1  # torch CPU threads per worker
 
 
+SAMPLE_CHUNK = 1024  # architectures per batched controller walk on a worker
+
+
+def data_parallel_plan(optim: OptimConfig, batch_size: int, workers: int, train_images: int) -> tuple[int, int, float]:
+    """(minibatch per rank, optimizer steps per epoch, learning-rate factor) for ``workers`` ranks
+    under ``optim.data_parallel``; every epoch is one pass over the ``train_images``."""
+    if workers == 1 or optim.data_parallel == "split_batch":
+        if batch_size % workers:
+            raise ValueError(f"data.batch_size ({batch_size}) must be divisible by the {workers} supernet workers "
+                             "with optim.data_parallel: split_batch (or use scale_lr)")
+        return batch_size // workers, math.ceil(train_images / batch_size), 1.0
+    return batch_size, math.ceil(train_images / (batch_size * workers)), float(workers)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -67,27 +105,31 @@ def _free_port() -> int:
 class SupernetWorker:
     """Use as a Ray actor: ``ray.remote(SupernetWorker).options(num_gpus=...)``."""
 
-    def __init__(self, spec: WorkerSpec, rank: int) -> None:
+    def __init__(self, spec: WorkerSpec, rank: int, world_size: int = 1) -> None:
         torch.set_num_threads(spec.threads)
         self.spec, self.rank = spec, rank
         use_cuda = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_cuda else "cpu")
         torch.manual_seed(spec.seed)  # identical initial weights on every rank
         self.space = build_space(spec.space, **spec.space_params)
-        self.splits = make_splits(spec.data, self.device, seed=spec.seed * 7919 + rank)
+        o = spec.optim
+        rank_batch, _, self.lr_factor = data_parallel_plan(o, spec.data.batch_size, world_size, spec.data.train_size)
+        # Every rank draws the same order of each pass and trains on its own share of it.
+        self.splits = make_splits(spec.data, self.device, seed=spec.seed * 7919 + rank, shard=(rank, world_size),
+                                  train_batch_size=rank_batch, order_seed=spec.seed * 7919)
         data = self.splits.data
         self.net = build_supernet(self.space, spec.supernet, data.channels, data.num_classes).to(self.device)
-        o = spec.optim
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=o.lr_max, momentum=o.momentum, nesterov=True,
-                                         weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=o.lr_max * self.lr_factor, momentum=o.momentum,
+                                         nesterov=True, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=o.restart_period, T_mult=o.restart_mult, eta_min=o.lr_min)
+            self.optimizer, T_0=o.restart_period, T_mult=o.restart_mult, eta_min=o.lr_min * self.lr_factor)
         self.controller = ENASController(self.space, spec.controller)
         self.uniform = True  # until controller weights arrive: uniform architectures
         self.sampler = torch.Generator().manual_seed(spec.seed * 104729 + rank)
         self.np_rng = np.random.default_rng(spec.seed * 104729 + rank)
         self.global_step = 0
         self.world_size = 1
+        self.meta_group = None  # a CPU (gloo) group for which-gradients-exist bookkeeping
 
     # -- process group ---------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -102,6 +144,9 @@ class SupernetWorker:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=self.rank,
                                     world_size=world_size, timeout=datetime.timedelta(seconds=120))
+            # Which parameters got a gradient is host-side knowledge: exchanging it over gloo
+            # keeps the NCCL stream (and the GPU) free of a per-step device-to-host sync.
+            self.meta_group = dist.new_group(backend="gloo") if backend != "gloo" else None
 
     def ping(self) -> dict[str, Any]:
         return {"rank": self.rank, "global_step": self.global_step, "pid": os.getpid(), "device": str(self.device),
@@ -115,21 +160,30 @@ class SupernetWorker:
         if state is not None:
             self.controller.load_state_dict(state)
 
-    def _sample_arch(self) -> list[int]:
+    def sample_archs(self, n: int) -> list[list[int]]:
+        """The ``n`` training architectures of a supernet phase, drawn in one batched call from
+        the (frozen) controller, or uniformly; seeded per rank and checkpointed."""
         if self.uniform:
-            return self.space.sample(self.np_rng)
+            return self.space.sample_batch(self.np_rng, n).tolist()
+        archs: list[list[int]] = []
         with torch.no_grad():
-            return self.controller.sample(1, self.sampler).actions[0].tolist()
+            for start in range(0, n, SAMPLE_CHUNK):  # bounds the walk's memory on long phases
+                archs += self.controller.sample(min(SAMPLE_CHUNK, n - start), self.sampler).actions.tolist()
+        return archs
 
     # -- training and evaluation -----------------------------------------------------------
     def train(self, until_step: int, steps_per_epoch: int) -> dict[str, float]:
-        """Train until the global step ``until_step``; the cosine schedule runs in epochs."""
+        """Train until the global step ``until_step``; the cosine schedule runs in epochs.
+        Loss and accuracy stay on the device until the phase ends."""
         self.net.train()
-        losses, correct, seen = [], 0, 0
-        while self.global_step < until_step:
-            self.scheduler.step(self.global_step / steps_per_epoch)
+        archs = self.sample_archs(max(0, until_step - self.global_step))
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        for arch in archs:
+            self._set_lr(self.global_step / steps_per_epoch)
             x, y = self.splits.train.next_batch()
-            logits = self.net(x, self._sample_arch())
+            logits = self.net(x, arch)
             loss = torch.nn.functional.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,27 +191,40 @@ class SupernetWorker:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.spec.optim.grad_clip)
             self.optimizer.step()
             self.global_step += 1
-            losses.append(loss.item())
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-        return {"loss": float(np.mean(losses)) if losses else float("nan"),
-                "accuracy": correct / seen if seen else float("nan"), "images": seen,
+        return {"loss": loss_sum.item() / seen if seen else float("nan"),
+                "accuracy": correct.item() / seen if seen else float("nan"), "images": seen,
                 "global_step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"]}
 
+    def _set_lr(self, epoch: float) -> None:
+        self.scheduler.step(epoch)
+        warmup = self.spec.optim.warmup_epochs
+        if self.lr_factor > 1 and epoch < warmup:  # scale_lr: ramp up from the unscaled rate
+            ramp = (1 + (self.lr_factor - 1) * epoch / warmup) / self.lr_factor
+            for group in self.optimizer.param_groups:
+                group["lr"] *= ramp
+
     def _average_gradients(self) -> None:
+        """Average gradients over the ranks. Each rank trained its own child, so most weights got
+        no gradient anywhere: only the union of the parameters some rank used travels, as one
+        flat all-reduce; a weight no rank used keeps no gradient (weight decay leaves it alone)."""
         if self.world_size <= 1:
             return
         params = list(self.net.parameters())
-        has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.device)
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-        dist.all_reduce(has_grad)
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX, group=self.meta_group)
+        union = [p for p, u in zip(params, used.tolist()) if u]
+        if not union:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in union])
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
-        for p, used in zip(params, has_grad.tolist()):
+        for p in union:
             n = p.numel()
-            # A weight no rank's child used keeps no gradient, so weight decay leaves it alone.
-            p.grad = flat[offset : offset + n].view_as(p).clone() if used else None
+            p.grad = flat[offset : offset + n].view_as(p)
             offset += n
 
     @torch.no_grad()

@@ -110,3 +110,18 @@ def test_next_batch_position_is_checkpointed():
     ahead = [b.next_batch()[1].tolist() for _ in range(5)]  # crosses into the next pass
     b.load_state_dict(state)
     assert [b.next_batch()[1].tolist() for _ in range(5)] == ahead
+
+
+def test_shards_of_a_pass_are_disjoint_cover_the_split_and_reshuffle():
+    x = np.zeros((21, 1, 1, 1), np.uint8)
+    ranks = [Batches(x, np.arange(21), 4, [0.0], [1.0], shuffle=True, seed=r, order_seed=7, shard=(r, 3))
+             for r in range(3)]
+    passes = []
+    for _ in range(2):
+        seen = [[int(i) for _, yb in b for i in yb] for b in ranks]
+        assert sorted(sum(seen, [])) == list(range(21))  # disjoint, and together the whole split
+        assert [len(s) for s in seen] == [7, 7, 7]
+        passes.append(seen)
+    assert passes[0] != passes[1]  # each pass draws a new order
+    with pytest.raises(ValueError, match="shard rank 3"):
+        Batches(x, np.arange(21), 4, [0.0], [1.0], shard=(3, 3))

@@ -54,7 +54,8 @@ def test_two_workers_stay_identical_after_every_step(ray_session):
 @pytest.mark.parametrize("algo", ["ppo", "reinforce", "random"])
 def test_search_end_to_end(ray_session, tmp_path, algo):
     cfg = tiny_config(tmp_path, algo=algo)
-    summary = run_search(cfg)
+    reported = []
+    summary = run_search(cfg, on_result=lambda algorithm, result: reported.append(result["supernet"]))
     assert summary["evaluated"] == cfg.budget == 16
     rows = [json.loads(line) for line in (tmp_path / "trajectory.jsonl").read_text().splitlines()]
     assert [r["sample"] for r in rows] == list(range(16))
@@ -63,6 +64,13 @@ def test_search_end_to_end(ray_session, tmp_path, algo):
         metrics = list(csv.DictReader(f))
     assert [int(m["epoch"]) for m in metrics] == [1, 2]
     assert [int(m["archs_sampled"]) for m in metrics] == [8, 16]
+    # where each epoch's time went, in metrics.csv and in the results Tune and TensorBoard get
+    for m, r in zip(metrics, reported):
+        assert float(m["supernet_s"]) > 0 and float(m["sampling_s"]) > 0 and float(m["evaluation_s"]) > 0
+        assert float(m["update_s"]) >= 0
+        assert r["supernet_s"] == pytest.approx(float(m["supernet_s"]))
+    assert metrics[0]["derive_s"] == "" and float(metrics[-1]["derive_s"]) > 0
+    assert reported[-1]["derive_s"] == pytest.approx(float(metrics[-1]["derive_s"]))
     best = json.loads((tmp_path / "best_arch.json").read_text())
     top = json.loads((tmp_path / "top_archs.json").read_text())
     assert best == top[0] and 1 <= len(top) <= 3
@@ -84,7 +92,8 @@ def test_resume_reaches_the_same_result(ray_session, tmp_path):
 
     def without_time(path):
         with path.open() as f:
-            return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(f)]
+            return [{k: v for k, v in row.items() if k != "wall_time" and not k.endswith("_s")}
+                    for row in csv.DictReader(f)]
 
     assert without_time(tmp_path / "part" / "metrics.csv") == without_time(tmp_path / "full" / "metrics.csv")
 
@@ -186,3 +195,63 @@ def test_tune_runs_a_weight_sharing_trial_in_its_placement_group(ray_session, tm
     trial_dir = Path(result.path)  # the search's files are trial artifacts (its working directory)
     assert len((trial_dir / "trajectory.jsonl").read_text().splitlines()) == 16
     assert (trial_dir / "best_arch.json").exists() and (trial_dir / "metrics.csv").exists()
+
+
+def test_data_parallel_rules():
+    from supernet_worker.worker import OptimConfig, data_parallel_plan
+
+    # split_batch: ENAS's global batch and steps per epoch, lr unchanged
+    assert data_parallel_plan(OptimConfig(), 128, 4, 45000) == (32, 352, 1.0)
+    # scale_lr: every rank a full batch, K times fewer steps, lr x K
+    assert data_parallel_plan(OptimConfig(data_parallel="scale_lr"), 128, 4, 45000) == (128, 88, 4.0)
+    with pytest.raises(ValueError, match="divisible by the 3 supernet workers"):
+        data_parallel_plan(OptimConfig(), 128, 3, 45000)
+    with pytest.raises(ConfigError, match="divisible"):
+        tiny_config("unused", **{"weight_sharing.workers": 3})
+    with pytest.raises(ConfigError, match="optim.data_parallel"):
+        tiny_config("unused", **{"optim.data_parallel": "bogus"})
+
+
+@pytest.mark.parametrize("rule,lr", [("split_batch", 0.05), ("scale_lr", 0.1)])
+def test_one_epoch_with_two_workers_is_one_pass(ray_session, rule, lr):
+    """Each rank trains on its own half of every epoch; together one pass over the training split."""
+    from supernet_worker.worker import OptimConfig
+
+    spec = WorkerSpec(space="enas_macro", space_params={"num_layers": 3}, supernet=SupernetConfig(channels=4),
+                      data=DataConfig(**TINY_DATA),
+                      optim=OptimConfig(data_parallel=rule, warmup_epochs=1.0, restart_period=100))
+    pool = SupernetPool(spec, num_workers=2)
+    try:
+        steps = 128 // (16 if rule == "split_batch" else 32)  # train_size / global batch
+        first = pool.train(until_step=steps, steps_per_epoch=steps)
+        assert [s["images"] for s in first] == [64, 64]  # 128 training images, half per rank
+        second = pool.train(until_step=2 * steps, steps_per_epoch=steps)
+        # scale_lr warms up from the unscaled rate over the first epoch, then runs at K x lr_max
+        if rule == "scale_lr":
+            assert first[0]["lr"] < lr
+        assert second[0]["lr"] == pytest.approx(lr, rel=0.01)
+        states = ray.get([w.get_state.remote() for w in pool.workers])
+        assert [s["rank"]["train"]["passes"] for s in states] == [2, 2]  # both ranks: two passes of their shard
+    finally:
+        pool.shutdown()
+
+
+def test_training_children_are_drawn_in_one_seeded_batch(ray_session):
+    from controller_policy import ENASController
+    from supernet_worker.worker import SupernetWorker
+
+    spec = WorkerSpec(space="nb201", supernet=SupernetConfig(channels=4, num_cells=1), data=DataConfig(**TINY_DATA))
+    controller = ENASController(SupernetWorker(spec, 0).space)
+    with torch.no_grad():
+        controller.g_emb.fill_(0.5)  # a non-uniform distribution
+    workers = [SupernetWorker(spec, 0, 2), SupernetWorker(spec, 0, 2), SupernetWorker(spec, 1, 2)]
+    for w in workers:
+        w.set_controller(controller.state_dict())
+    a, b, c = (w.sample_archs(2000) for w in workers)
+    assert a == b and a != c  # seeded per rank, reproducible
+    # the controller's own distribution: first-decision frequencies match its probabilities
+    probs = controller.evaluate(torch.tensor(a[:1])).logits[0, 0].softmax(-1)
+    freq = torch.bincount(torch.tensor(a)[:, 0], minlength=len(probs)).float() / 2000
+    torch.testing.assert_close(freq, probs.detach(), atol=0.03, rtol=0)
+    uniform = SupernetWorker(spec, 0).sample_archs(3)  # no controller yet: uniform
+    assert len(uniform) == 3 and all(len(arch) == 6 for arch in uniform)

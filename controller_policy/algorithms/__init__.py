@@ -2,9 +2,9 @@
 from .ppo import PPOSearch, PPOSearchConfig
 from .random_search import RandomSearch, RandomSearchConfig
 from .reinforce import Reinforce, ReinforceConfig
-from .search import SEARCH, SearchAlgorithmMixin, SearchConfigMixin, build_evaluator
+from .search import CONTROLLER_PHASES, SEARCH, SearchAlgorithmMixin, SearchConfigMixin, build_evaluator
 
 ALGORITHMS = {"ppo": PPOSearchConfig, "reinforce": ReinforceConfig, "random": RandomSearchConfig}
 
-__all__ = ["ALGORITHMS", "PPOSearch", "PPOSearchConfig", "RandomSearch", "RandomSearchConfig", "Reinforce",
+__all__ = ["ALGORITHMS", "CONTROLLER_PHASES", "PPOSearch", "PPOSearchConfig", "RandomSearch", "RandomSearchConfig", "Reinforce",
            "ReinforceConfig", "SEARCH", "SearchAlgorithmMixin", "SearchConfigMixin", "build_evaluator"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from ..spaces import SearchSpace, build_space
 from ..trajectory import TrajectoryRecorder
 
 SEARCH = "search"
+#: where a controller iteration's time goes (seconds per iteration / epoch in the metrics)
+CONTROLLER_PHASES = ("sampling", "evaluation", "update")
 
 
 class SearchConfigMixin:
@@ -142,24 +145,35 @@ class SearchAlgorithmMixin:
         return self.evaluator.evaluate(archs)
 
     def training_step(self) -> None:
+        self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)
         self.controller_iteration(min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count))
+        for phase, seconds in self.phase_seconds.items():
+            self.metrics.log_value((SEARCH, f"{phase}_s"), seconds, window=1)
 
     def controller_iteration(self, n: int) -> list[dict[str, Any]]:
         """Sample exactly ``n`` architectures, score them in one batch, record, learn.
         Returns the recorded rows (``trajectory.jsonl``'s)."""
         if n <= 0:
             return []
+        started = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes = self._sample_episodes(n)
         archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
         self.last_entropies = [_episode_entropy(ep) for ep in episodes]
+        sampled = time.perf_counter()
         evaluations = self.evaluate_architectures(archs)
+        evaluated = time.perf_counter()
         for ep, ev in zip(episodes, evaluations):
             ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
         rows = self.recorder.record(archs, evaluations)
         self._log_search_metrics(evaluations)
         if self.learns:
             self._update_controller(episodes)
+        seconds = getattr(self, "phase_seconds", None)
+        if seconds is not None:
+            seconds["sampling"] += sampled - started
+            seconds["evaluation"] += evaluated - sampled
+            seconds["update"] += time.perf_counter() - evaluated
         return rows
 
     # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with

@@ -54,7 +54,7 @@ class SearchSpace(ABC):
     Masks of the spaces shipped here depend only on the position (e.g. a micro node may take as
     input any earlier node), so sampling each decision uniformly among its legal choices samples
     uniformly among legal architectures. A subclass whose legality depends on earlier actions
-    overrides ``mask`` and must also override ``sample`` and ``size``.
+    overrides ``mask`` and must also override ``sample``, ``sample_batch`` and ``size``.
     """
 
     name: str = "base"
@@ -102,6 +102,14 @@ class SearchSpace(ABC):
             legal = np.flatnonzero(self.mask(t, arch))
             arch.append(int(rng.choice(legal)))
         return arch
+
+    def sample_batch(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` architectures ([n, T] ints) drawn uniformly among legal ones, one vectorised draw
+        per decision (valid because masks depend on the position only; see the class docstring)."""
+        out = np.empty((n, self.num_decisions), np.int64)
+        for t in range(self.num_decisions):
+            out[:, t] = rng.choice(np.flatnonzero(self.mask(t)), size=n)
+        return out
 
     def validate(self, arch: Sequence[int]) -> Arch:
         """Return ``arch`` as a list of ints or raise ValueError naming the offending position."""
