@@ -55,9 +55,9 @@ def bare_epochs(cfg, epochs: int = 2) -> list[tuple[float, float]]:
     for _ in range(epochs):
         start = time.perf_counter()
         net.train()
-        for _ in range(ws.train_steps):
-            with torch.no_grad():
-                arch = controller.sample(1).actions[0].tolist()
+        with torch.no_grad():  # the phase's children in one batched call, as the workers do
+            archs = controller.sample(ws.train_steps).actions.tolist()
+        for arch in archs:
             x, y = splits.train.next_batch()
             loss = torch.nn.functional.cross_entropy(net(x, arch), y)
             opt.zero_grad()

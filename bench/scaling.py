@@ -1,5 +1,8 @@
 """Supernet-worker scaling: training images/s and architectures evaluated/s with 1..N workers.
 
+Training runs each data-parallel rule (``optim.data_parallel``): ``split_batch`` keeps the
+global minibatch (each of K ranks takes batch / K images per step), ``scale_lr`` gives every
+rank a full minibatch. Either way each rank trains on its own disjoint shard of the epoch.
 Evaluations are sent as one batch spread over all workers (how the search scores an
 iteration's children) and, for comparison, one blocking call per architecture.
 
@@ -18,7 +21,7 @@ from controller_policy import build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.pool import SupernetPool
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import WorkerSpec
+from supernet_worker.worker import DATA_PARALLEL_RULES, OptimConfig, WorkerSpec
 
 
 def main() -> None:
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--archs", type=int, default=64)
+    parser.add_argument("--rules", nargs="+", default=list(DATA_PARALLEL_RULES), choices=DATA_PARALLEL_RULES)
     parser.add_argument("--address", default=None)
     args = parser.parse_args()
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False) if args.address else ray.init(
@@ -40,36 +44,37 @@ def main() -> None:
             if args.data_dir else DataConfig(source="synthetic", synthetic_train=6000, synthetic_test=100,
                                              train_size=5000, valid_size=1000))
     data.batch_size, data.eval_batch_size = args.batch_size, 128
-    spec = WorkerSpec(space="enas_macro", space_params={"num_layers": args.layers},
-                      supernet=SupernetConfig(channels=args.channels), data=data,
-                      threads=max(1, int(args.cpus_per_worker)))
     space = build_space("enas_macro", num_layers=args.layers)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.archs)]
     print(f"enas_macro L={args.layers} C={args.channels} batch {args.batch_size}, "
           f"{args.gpus_per_worker:g} GPU and {args.cpus_per_worker:g} CPU per worker")
-    print(f"{'workers':>8}{'train images/s':>16}{'archs/s (batched)':>20}{'archs/s (1 call each)':>24}")
+    print(f"{'workers':>8}{'rule':>13}{'train images/s':>18}{'archs/s (batched)':>20}{'archs/s (1 call each)':>24}")
     base = None
     for n in args.workers:
-        pool = SupernetPool(spec, n, args.gpus_per_worker, args.cpus_per_worker)
-        try:
-            pool.train(3, args.steps)  # warm-up
-            start = time.perf_counter()
-            stats = pool.train(3 + args.steps, args.steps)
-            train_rate = sum(s["images"] for s in stats) / (time.perf_counter() - start)
-            pool.evaluate(archs[:n])
-            start = time.perf_counter()
-            pool.evaluate(archs)
-            batched = len(archs) / (time.perf_counter() - start)
-            start = time.perf_counter()
-            for arch in archs[:16]:
-                pool.evaluate([arch])
-            single = 16 / (time.perf_counter() - start)
-        finally:
-            pool.shutdown()
-        base = base or (train_rate, batched)
-        print(f"{n:>8}{train_rate:>11.0f} ({train_rate / base[0]:.2f}x){batched:>13.1f} ({batched / base[1]:.2f}x)"
-              f"{single:>20.1f}", flush=True)
+        for rule in args.rules if n > 1 else args.rules[:1]:
+            spec = WorkerSpec(space="enas_macro", space_params={"num_layers": args.layers},
+                              supernet=SupernetConfig(channels=args.channels), data=data,
+                              optim=OptimConfig(data_parallel=rule), threads=max(1, int(args.cpus_per_worker)))
+            pool = SupernetPool(spec, n, args.gpus_per_worker, args.cpus_per_worker)
+            try:
+                pool.train(3, args.steps)  # warm-up
+                start = time.perf_counter()
+                stats = pool.train(3 + args.steps, args.steps)
+                train_rate = sum(s["images"] for s in stats) / (time.perf_counter() - start)
+                pool.evaluate(archs[:n])
+                start = time.perf_counter()
+                pool.evaluate(archs)
+                batched = len(archs) / (time.perf_counter() - start)
+                start = time.perf_counter()
+                for arch in archs[:16]:
+                    pool.evaluate([arch])
+                single = 16 / (time.perf_counter() - start)
+            finally:
+                pool.shutdown()
+            base = base or (train_rate, batched)
+            print(f"{n:>8}{rule if n > 1 else '-':>13}{train_rate:>13.0f} ({train_rate / base[0]:.2f}x)"
+                  f"{batched:>13.1f} ({batched / base[1]:.2f}x){single:>20.1f}", flush=True)
     ray.shutdown()
 
 

@@ -95,11 +95,12 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_while_others_finish(ray_
 
 
 def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
-    table_config(tmp_path, budget=48)
+    # 60 iterations: long enough that Ctrl-C after the first checkpoint lands mid-way
+    table_config(tmp_path, budget=480)
     storage, name = tmp_path / "tune", "interrupted"
     cmd = [sys.executable, "-m", "services.cli", "compare", "--algos", "ppo,random", "--seeds", "1",
            "--space", "nb201", "--evaluator", "table", "--table", str(tmp_path / "table.json"),
-           "--reward-key", "valid", "--budget", "48", "--storage", str(storage), "--name", name, "--address", "local"]
+           "--reward-key", "valid", "--budget", "480", "--storage", str(storage), "--name", name, "--address", "local"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -123,6 +124,6 @@ def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
     grid = resume_compare(str(storage / name))
     assert len(grid) == 2 and not grid.errors
     for result in grid:
-        assert_complete(result, 48)
-        assert result.metrics["training_iteration"] == 6
-    assert any(r.metrics["iterations_since_restore"] < 6 for r in grid)  # continued, not started over
+        assert_complete(result, 480)
+        assert result.metrics["training_iteration"] == 60
+    assert any(r.metrics["iterations_since_restore"] < 60 for r in grid)  # continued, not started over
