@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--evaluator", help="table")
     search.add_argument("--table", help="JSON table for --evaluator table")
     search.add_argument("--reward-key", help="metric of the table used as reward")
-    search.add_argument("--algo", help="ppo | reinforce | random")
+    search.add_argument("--algo", help="ppo | reinforce | rea | random")
     search.add_argument("--budget", type=int, help="architectures to evaluate")
     search.add_argument("--seed", type=int)
     search.add_argument("--out", help="output directory")

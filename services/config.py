@@ -69,6 +69,14 @@ class ReinforceSection:
 
 
 @dataclass
+class REASection:
+    """Overrides of REAConfig's defaults (null: keep the algorithm's default)."""
+
+    population_size: int | None = None
+    tournament_size: int | None = None
+
+
+@dataclass
 class WeightSharingSection:
     """The supernet phase of each ENAS epoch and the final derivation."""
 
@@ -100,6 +108,7 @@ class SearchConfig:
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     ppo: PPOSection = field(default_factory=PPOSection)
     reinforce: ReinforceSection = field(default_factory=ReinforceSection)
+    rea: REASection = field(default_factory=REASection)
     weight_sharing: WeightSharingSection = field(default_factory=WeightSharingSection)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -148,7 +157,8 @@ class SearchConfig:
             raise ConfigError("evaluator.table: a table file is required with evaluator.type 'table' (--table FILE)")
         if self.reward_scale != "auto" and not (isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0):
             raise ConfigError(f"reward_scale must be 'auto' or a positive number, got {self.reward_scale!r}")
-        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",))):
+        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",)),
+                              ("rea", ("population_size", "tournament_size"))):
             for key in keys:
                 value = getattr(getattr(self, section), key)
                 if value is not None and value <= 0:

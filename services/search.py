@@ -39,10 +39,8 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, episodes_per_iteration=cfg.episodes_per_iteration,
                 out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight)
-    if cfg.algo == "ppo":
-        overrides = {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()}
-    else:
-        overrides = vars(cfg.reinforce)
+    overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
+                 "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
     algo.training(**{k: v for k, v in overrides.items() if v is not None})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
 

@@ -27,7 +27,7 @@ MAX_GPUS_PER_WORKER = 16.0
 SERVICE_OWNED = ("out", "ray_address", "num_cpus")  # the service decides where and how a search runs
 
 SPACES = {pb.ENAS_MACRO: "enas_macro", pb.ENAS_MICRO: "enas_micro", pb.NB201: "nb201"}
-ALGORITHMS = {pb.PPO: "ppo", pb.REINFORCE: "reinforce", pb.RANDOM: "random"}
+ALGORITHMS = {pb.PPO: "ppo", pb.REINFORCE: "reinforce", pb.RANDOM: "random", pb.REA: "rea"}
 EVALUATORS = {pb.SUPERNET: "supernet", pb.TABLE: "table"}
 
 

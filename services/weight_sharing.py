@@ -24,7 +24,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from controller_policy import ControllerConfig, ENASController
-from controller_policy.algorithms import CONTROLLER_PHASES, PPOSearch, RandomSearch, Reinforce
+from controller_policy.algorithms import CONTROLLER_PHASES, PPOSearch, RandomSearch, RegularizedEvolution, Reinforce
 from controller_policy.evaluators import Evaluation
 from supernet_worker.pool import SupernetPool
 from supernet_worker.worker import WorkerSpec, data_parallel_plan
@@ -151,12 +151,7 @@ class WeightSharingMixin:
         """ENAS's final step: sample M children from the final controller, score each on the
         whole validation split, keep the best (and the top k)."""
         m, k = self.ws["derive_samples"], self.ws["top_k"]
-        gen = torch.Generator().manual_seed(self.config.seed)
-        if self.uniform_policy:
-            rng = np.random.default_rng(self.config.seed)
-            archs = [self.space.sample(rng) for _ in range(m)]
-        else:
-            archs = self.controller().sample_archs(m, gen)
+        archs = self.derivation_candidates(m)
         unique = list({self.space.to_string(a): a for a in archs}.values())
         accs = self.pool.evaluate(unique, full=True)
         ranked = sorted(zip(unique, accs), key=lambda p: -p[1])
@@ -167,6 +162,12 @@ class WeightSharingMixin:
         (self.out_dir / "top_archs.json").write_text(json.dumps(top, indent=2) + "\n")
         self.metrics.log_value((SUPERNET, "derived_valid_accuracy"), top[0]["valid_accuracy"], window=1)
         return top[0]
+
+    def derivation_candidates(self, m: int) -> list[list[int]]:
+        """ENAS: ``m`` children sampled from the final controller (uniform ones without one)."""
+        if self.uniform_policy:
+            return self.space.sample_batch(np.random.default_rng(self.config.seed), m).tolist()
+        return self.controller().sample_archs(m, torch.Generator().manual_seed(self.config.seed))
 
     # -- checkpoints -----------------------------------------------------------------------
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
@@ -235,7 +236,12 @@ class WeightSharingRandom(WeightSharingMixin, RandomSearch):
     pass
 
 
-WS_ALGORITHMS = {"ppo": WeightSharingPPO, "reinforce": WeightSharingReinforce, "random": WeightSharingRandom}
+class WeightSharingREA(WeightSharingMixin, RegularizedEvolution):
+    derivation_candidates = RegularizedEvolution.derivation_candidates  # the final population
+
+
+WS_ALGORITHMS = {"ppo": WeightSharingPPO, "reinforce": WeightSharingReinforce, "rea": WeightSharingREA,
+                 "random": WeightSharingRandom}
 
 
 def weight_sharing_settings(section: Any, spec: WorkerSpec) -> dict[str, Any]:

@@ -21,8 +21,8 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     cfg = load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(table),
                              "evaluator.reward_key": "valid", "budget": 16})
     # A URI (as s3://... would be on a cluster): storage goes through pyarrow's filesystems.
-    grid = run_compare(cfg, ["ppo", "random"], seeds=2, storage_path=(tmp_path / "tune").as_uri(), name="cmp")
-    assert len(grid) == 4 and not grid.errors
+    grid = run_compare(cfg, ["ppo", "rea", "random"], seeds=2, storage_path=(tmp_path / "tune").as_uri(), name="cmp")
+    assert len(grid) == 6 and not grid.errors
     seen = set()
     for result in grid:
         seen.add((result.config["algo"], result.config["seed"]))
@@ -31,9 +31,9 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
         assert len(rows) == 16 and result.checkpoint is not None
         summary = json.loads((Path(result.path) / "summary.json").read_text())
         assert (summary["algo"], summary["seed"]) == (result.config["algo"], result.config["seed"])
-    assert seen == {("ppo", 0), ("ppo", 1), ("random", 0), ("random", 1)}
+    assert seen == {(a, s) for a in ("ppo", "rea", "random") for s in (0, 1)}
     again = resume_compare((tmp_path / "tune" / "cmp").as_uri())  # all finished: kept, nothing re-run
-    assert len(again) == 4 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
+    assert len(again) == 6 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
     where = report_at((tmp_path / "tune" / "cmp").as_uri())
     assert where.endswith("/cmp/report.md") and "ppo reached" in (tmp_path / "tune" / "cmp" / "report.md").read_text()
     assert (tmp_path / "tune" / "cmp" / "report.html").stat().st_size > 10_000

@@ -151,30 +151,39 @@ class SearchAlgorithmMixin:
             self.metrics.log_value((SEARCH, f"{phase}_s"), seconds, window=1)
 
     def controller_iteration(self, n: int) -> list[dict[str, Any]]:
-        """Sample exactly ``n`` architectures, score them in one batch, record, learn.
+        """Propose exactly ``n`` architectures, score them in one batch, record, learn.
         Returns the recorded rows (``trajectory.jsonl``'s)."""
         if n <= 0:
             return []
         started = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes = self._sample_episodes(n)
-        archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
-        self.last_entropies = [_episode_entropy(ep) for ep in episodes]
+            archs, episodes = self.propose(n)
         sampled = time.perf_counter()
         evaluations = self.evaluate_architectures(archs)
         evaluated = time.perf_counter()
-        for ep, ev in zip(episodes, evaluations):
-            ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
         rows = self.recorder.record(archs, evaluations)
         self._log_search_metrics(evaluations)
-        if self.learns:
-            self._update_controller(episodes)
+        self.observe(archs, evaluations, episodes)
         seconds = getattr(self, "phase_seconds", None)
         if seconds is not None:
             seconds["sampling"] += sampled - started
             seconds["evaluation"] += evaluated - sampled
             seconds["update"] += time.perf_counter() - evaluated
         return rows
+
+    def propose(self, n: int) -> tuple[list[list[int]], list]:
+        """``n`` architectures to evaluate next, and the RLlib episodes that sampled them."""
+        episodes = self._sample_episodes(n)
+        self.last_entropies = [_episode_entropy(ep) for ep in episodes]
+        return [[int(a) for a in ep.get_actions()] for ep in episodes], episodes
+
+    def observe(self, archs: list[list[int]], evaluations: list[Evaluation], episodes: list) -> None:
+        """Learn from the scored architectures: rewards into the episodes, a controller update."""
+        if not self.learns:
+            return
+        for ep, ev in zip(episodes, evaluations):
+            ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
+        self._update_controller(episodes)
 
     # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with
     # torch's global generator), so a resumed search samples what the uninterrupted one would.

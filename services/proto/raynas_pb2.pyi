@@ -22,6 +22,7 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PPO: _ClassVar[Algorithm]
     REINFORCE: _ClassVar[Algorithm]
     RANDOM: _ClassVar[Algorithm]
+    REA: _ClassVar[Algorithm]
 
 class SearchSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ ALGORITHM_UNSPECIFIED: Algorithm
 PPO: Algorithm
 REINFORCE: Algorithm
 RANDOM: Algorithm
+REA: Algorithm
 SEARCH_SPACE_UNSPECIFIED: SearchSpace
 ENAS_MACRO: SearchSpace
 ENAS_MICRO: SearchSpace
