@@ -28,11 +28,13 @@ from supernet_worker.data import make_splits
 from supernet_worker.supernets import build_supernet
 
 
-def raynas_epoch_seconds(cfg) -> float:
+def raynas_epoch_seconds(cfg) -> tuple[float, dict[str, float]]:
+    """The second epoch's wall time, and its seconds per phase (metrics.csv)."""
     run_search(cfg)
     with open(Path(cfg.out) / "metrics.csv") as f:
-        times = [float(r["wall_time"]) for r in csv.DictReader(f)]
-    return times[1] - times[0]
+        rows = list(csv.DictReader(f))
+    phases = {k: float(rows[1][k]) for k in ("supernet_s", "sampling_s", "evaluation_s", "update_s")}
+    return float(rows[1]["wall_time"]) - float(rows[0]["wall_time"]), phases
 
 
 def bare_epochs(cfg, epochs: int = 2) -> list[tuple[float, float]]:
@@ -98,12 +100,14 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     shared, controller = bare_epochs(cfg)[1]
     bare = shared + controller
-    a = raynas_epoch_seconds(cfg)
+    a, phases = raynas_epoch_seconds(cfg)
     ws = cfg.weight_sharing
     print(f"one ENAS epoch: {ws.train_steps} shared-weight steps (batch {cfg.data.batch_size}), "
           f"{ws.archs_per_epoch} children scored, PPO updates every {cfg.episodes_per_iteration}")
     print(f"(a) raynas on local Ray: {a:.2f} s   (b) bare PyTorch loop: {bare:.2f} s "
           f"(shared weights {shared:.2f} s, controller {controller:.2f} s)   ratio a/b = {a / bare:.2f}")
+    print("(a) by phase: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in phases.items())
+          + f", the rest (checkpoint, outputs, Ray calls) {a - sum(phases.values()):.2f} s")
 
 
 if __name__ == "__main__":
