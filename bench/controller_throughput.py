@@ -25,7 +25,7 @@ from controller_policy.spaces import build_space
 
 #: (label, space, params, controller settings of the paper preset, skip_weight, archs per paper epoch)
 SETTINGS = [
-    ("enas_macro-12", "enas_macro", {"num_layers": 12}, {"tanh_constant": 1.5, "skip_target": 0.4}, 0.8, 1000),
+    ("enas_macro-12", "enas_macro", {"num_layers": 12}, {"tanh_constant": 1.5, "skip_target": 0.4}, 0.073, 1000),
     ("enas_micro-5", "enas_micro", {"num_nodes": 5}, {"temperature": 5.0, "tanh_constant": 1.1}, 0.0, 300),
     ("nb201", "nb201", {}, {"tanh_constant": 2.5}, 0.0, None),
 ]

@@ -80,10 +80,6 @@ class TableEvaluator:
     def _reward(self, metrics: dict[str, float]) -> float:
         return metrics[self.reward_key] if self.reward_key else next(iter(metrics.values()))
 
-    def max_abs_reward(self) -> float:
-        """The reward scale of the table (searches divide by it when reward_scale is 'auto')."""
-        return max(abs(self._reward(m)) for m in self.table.values())
-
     def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Evaluation]:
         out = []
         for arch in archs:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from controller_policy import ControllerConfig
-from controller_policy.algorithms import ALGORITHMS
+from controller_policy.algorithms import ALGORITHMS, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.retrain import TrainSettings
@@ -63,7 +63,7 @@ class ReinforceSection:
     """Overrides of ReinforceConfig's defaults (null: keep the algorithm's default)."""
 
     lr: float | None = None
-    entropy_weight: float | None = None
+    entropy_coeff: float | None = None
     baseline_decay: float | None = None
     baseline_init: float | None = None
 
@@ -99,7 +99,7 @@ class SearchConfig:
     budget: int | None = None  # architectures evaluated (table: default 100; weight sharing: epochs x archs_per_epoch)
     episodes_per_iteration: int = 8  # architectures per controller update
     out: str = "runs/search"
-    reward_scale: float | str = "auto"
+    reward_scale: float | str = "running"  # or a fixed factor; see SearchConfigMixin.search
     skip_weight: float = 0.0
     ray_address: str | None = None  # None: the running cluster if any, else an embedded one
     num_cpus: int | None = None  # of an embedded cluster
@@ -155,8 +155,10 @@ class SearchConfig:
             raise ConfigError(f"evaluator.type: unknown evaluator {self.evaluator.type!r} (choose {', '.join(EVALUATORS)})")
         if self.evaluator.type == "table" and not self.evaluator.table:
             raise ConfigError("evaluator.table: a table file is required with evaluator.type 'table' (--table FILE)")
-        if self.reward_scale != "auto" and not (isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0):
-            raise ConfigError(f"reward_scale must be 'auto' or a positive number, got {self.reward_scale!r}")
+        try:
+            check_reward_scale(self.reward_scale)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",)),
                               ("rea", ("population_size", "tournament_size"))):
             for key in keys:

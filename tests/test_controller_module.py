@@ -20,10 +20,10 @@ class FreeReinforce(Reinforce):
     evaluate_architectures = FreePPO.evaluate_architectures
 
 
-def build(config, space, params, tmp_path):
+def build(config, space, params, tmp_path, **search):
     config.search(space=space, space_params=params, evaluator=None, budget=10**6, episodes_per_iteration=6,
                   out_dir=str(tmp_path), skip_weight=0.5,
-                  controller={"temperature": 2.0, "tanh_constant": 1.5})
+                  controller={"temperature": 2.0, "tanh_constant": 1.5}, **search)
     return config.debugging(seed=3, log_level="ERROR").build_algo()
 
 
@@ -96,8 +96,57 @@ def test_reinforce_loss_counts_only_real_decisions(ray_session, tmp_path):
             expected = module.controller.evaluate(archs)
         reward = torch.tensor(rewards)
         baseline = reward.mean()  # baseline_init None: the first batch's mean (the EMA of it stays there)
-        hand = (-((reward - baseline) * expected.log_prob).mean() - config.entropy_weight * expected.entropy.mean()
+        hand = (-((reward - baseline) * expected.log_prob).mean() - config.entropy_coeff * expected.entropy.mean()
                 + config.skip_weight * expected.skip_kl.mean())
         torch.testing.assert_close(loss, hand, rtol=0, atol=1e-5)
     finally:
         algorithm.stop()
+
+
+def test_ppo_loss_is_per_architecture(ray_session, tmp_path):
+    """RLlib's PPO loss with every term summed over an architecture's decisions (mean over
+    architectures), plus ENAS's skip penalty per architecture: pinned by hand on a tiny batch."""
+    algorithm = build(PPOSearchConfig(algo_class=FreePPO), "enas_macro", {"num_layers": 3}, tmp_path)
+    try:
+        episodes = algorithm.env_runner.sample(num_episodes=4)
+        for ep, r in zip(episodes, [0.2, 0.4, 0.6, 0.9]):
+            ep.set_rewards(new_data=np.float32(r), at_indices=-1)
+        archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
+        module, batch = learner_batch(algorithm, episodes)
+        learner = algorithm.learner_group._learner
+        config = learner.config
+        with torch.no_grad():
+            fwd = module.forward_train(batch)
+            loss = learner.compute_loss_for_module(module_id="default_policy", config=config, batch=batch, fwd_out=fwd)
+            expected = module.controller.evaluate(archs)
+            real = batch[Columns.LOSS_MASK].bool()
+            rows = lambda x: x[real].view(4, -1)  # noqa: E731  [architecture, decision]
+            advantages, targets = rows(batch["advantages"]), rows(batch["value_targets"])
+            values = rows(module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS]))
+        # the first minibatch step: the policy is the sampling one, ratio 1, nothing clipped
+        per_arch = (-advantages.sum(1) - config.entropy_coeff * expected.entropy
+                    + config.vf_loss_coeff * ((values - targets) ** 2).sum(1))
+        hand = per_arch.mean() + config.skip_weight * expected.skip_kl.mean()
+        torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-5)
+    finally:
+        algorithm.stop()
+
+
+def test_running_reward_scale_sees_only_observed_rewards(ray_session, tmp_path):
+    from services.config import ConfigError, load_config
+
+    algorithm = build(PPOSearchConfig(algo_class=FreePPO), "nb201", {}, tmp_path)
+    try:
+        scaled = algorithm.scaled_rewards
+        assert scaled([Evaluation(50.0), Evaluation(-20.0)]) == [1.0, -0.4]
+        assert scaled([Evaluation(100.0)]) == [1.0]  # a new maximum: the scale follows
+        assert scaled([Evaluation(25.0)]) == [0.25]  # ... and keeps what it has seen
+    finally:
+        algorithm.stop()
+    fixed = build(PPOSearchConfig(algo_class=FreePPO), "nb201", {}, tmp_path, reward_scale=2.0)
+    try:
+        assert fixed.scaled_rewards([Evaluation(25.0)]) == [50.0]
+    finally:
+        fixed.stop()
+    with pytest.raises(ConfigError, match="'auto' was removed"):
+        load_config(None, {"reward_scale": "auto", "evaluator.type": "table", "evaluator.table": "t.json"})

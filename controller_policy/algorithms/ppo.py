@@ -30,7 +30,7 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
         self.use_kl_loss = False
         self.vf_loss_coeff = 0.5
         self.vf_clip_param = float("inf")
-        self.grad_clip = 5.0
+        self.grad_clip = None  # as REINFORCE's: no clipping unless tuned for both
         self.ppo_minibatches = 2
         self._init_search()
 
@@ -52,15 +52,23 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
 
 
 class ENASPPOTorchLearner(PPOTorchLearner):
-    """PPO's loss, plus ENAS's skip penalty (KL of skip density to its target) when asked for."""
+    """RLlib's PPO loss in the project's convention (every term per architecture: summed over its
+    T decisions, averaged over architectures), plus ENAS's skip penalty per architecture.
+
+    RLlib averages each term over the batch's real decisions (``LOSS_MASK``); every architecture
+    has exactly T of them, so T times that mean is the per-architecture mean of the sums, for
+    the surrogate, the entropy bonus and the value loss alike.
+    """
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-        loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+        num_decisions = self.module[module_id].controller.space.num_decisions
+        loss = num_decisions * super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
+                                                               fwd_out=fwd_out)
         if config.skip_weight > 0:
             per_row = fwd_out[SKIP_KL]
             if Columns.LOSS_MASK in batch:  # PPO's artificial bootstrap timesteps carry no decision
                 per_row = per_row[batch[Columns.LOSS_MASK]]
-            skip_kl = per_row.mean() * self.module[module_id].controller.space.num_decisions  # per architecture
+            skip_kl = per_row.mean() * num_decisions
             loss = loss + config.skip_weight * skip_kl
             self.metrics.log_value((module_id, "skip_kl"), skip_kl.detach(), window=1)
         return loss

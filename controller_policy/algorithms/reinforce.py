@@ -16,7 +16,7 @@ class ReinforceConfig(SearchConfigMixin, AlgorithmConfig):
         super().__init__(algo_class=algo_class or Reinforce)
         self.lr = 0.03
         self.gamma = 1.0
-        self.entropy_weight = 0.01
+        self.entropy_coeff = 0.01
         self.baseline_decay = 0.99
         self.baseline_init: float | None = None  # None: the first batch's mean reward; ENAS used 0
         self.num_epochs = 1
@@ -24,10 +24,10 @@ class ReinforceConfig(SearchConfigMixin, AlgorithmConfig):
         self.grad_clip = None
         self._init_search()
 
-    def training(self, *, entropy_weight: float = NotProvided, baseline_decay: float = NotProvided,
+    def training(self, *, entropy_coeff: float = NotProvided, baseline_decay: float = NotProvided,
                  baseline_init: float | None = NotProvided, **kwargs) -> "ReinforceConfig":
         super().training(**kwargs)
-        for key, value in [("entropy_weight", entropy_weight), ("baseline_decay", baseline_decay),
+        for key, value in [("entropy_coeff", entropy_coeff), ("baseline_decay", baseline_decay),
                            ("baseline_init", baseline_init)]:
             if value is not NotProvided:
                 setattr(self, key, value)

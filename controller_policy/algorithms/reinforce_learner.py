@@ -1,7 +1,7 @@
 """ENAS's controller loss on RLlib's Learner API.
 
     b  <- decay^n * b + (1 - decay^n) * mean(R)          (EMA over the n new episodes)
-    L  =  -mean_arch[(R - b) * sum_t log pi(a_t)]  -  entropy_weight * mean_arch[sum_t H_t]
+    L  =  -mean_arch[(R - b) * sum_t log pi(a_t)]  -  entropy_coeff * mean_arch[sum_t H_t]
           + skip_weight * mean_arch[skip KL]
 
 R is the terminal reward (every step's return-to-go, gamma = 1). Episodes arrive as zero-padded
@@ -44,7 +44,7 @@ class ReinforceTorchLearner(TorchLearner):
         policy_loss = -per_arch(log_probs * (returns - baseline))
         entropy = per_arch(dist.entropy())
         skip_kl = per_arch(fwd_out[SKIP_KL])
-        loss = policy_loss - config.entropy_weight * entropy + config.skip_weight * skip_kl
+        loss = policy_loss - config.entropy_coeff * entropy + config.skip_weight * skip_kl
         for key, value in [("policy_loss", policy_loss), ("entropy", entropy), ("skip_kl", skip_kl),
                            ("baseline", baseline)]:
             self.metrics.log_value((module_id, key), float(value.detach()) if torch.is_tensor(value) else value,

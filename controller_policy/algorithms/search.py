@@ -29,6 +29,7 @@ from ..spaces import SearchSpace, build_space
 from ..trajectory import TrajectoryRecorder
 
 SEARCH = "search"
+RUNNING = "running"
 #: where a controller iteration's time goes (seconds per iteration / epoch in the metrics)
 CONTROLLER_PHASES = ("sampling", "evaluation", "update")
 
@@ -46,7 +47,7 @@ class SearchConfigMixin:
         self.budget = 100
         self.episodes_per_iteration = 8
         self.out_dir: str | None = None
-        self.reward_scale: float | str = "auto"
+        self.reward_scale: float | str = RUNNING
         self.skip_weight = 0.0
         self.weight_sharing: dict[str, Any] | None = None  # set by the weight-sharing driver (services)
         self.batch_mode = "complete_episodes"
@@ -59,7 +60,9 @@ class SearchConfigMixin:
                reward_scale: float | str = NotProvided, skip_weight: float = NotProvided):
         """``evaluator``: ``{"type": "table", "path": FILE, "reward_key": KEY}``, or None when a
         subclass scores architectures itself (weight sharing). ``reward_scale``: multiplies rewards
-        before learning (``"auto"``: 1 / the table's largest |reward|, 1 otherwise)."""
+        before learning; ``"running"``: 1 / the largest |reward| observed so far (the current
+        batch included), so rewards on any scale (accuracy in [0, 1] or [0, 100]) reach the
+        learner in [-1, 1] without knowledge of the optimum."""
         for key, value in [("space_name", space), ("space_params", space_params), ("controller_config", controller),
                            ("evaluator_config", evaluator), ("budget", budget),
                            ("episodes_per_iteration", episodes_per_iteration), ("out_dir", out_dir),
@@ -92,8 +95,15 @@ class SearchConfigMixin:
             raise ValueError(f"budget must be a positive integer, got {self.budget!r}")
         if self.episodes_per_iteration < 1:
             raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
-        if self.reward_scale != "auto" and not (isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0):
-            raise ValueError(f"reward_scale must be 'auto' or a positive number, got {self.reward_scale!r}")
+        check_reward_scale(self.reward_scale)
+
+
+def check_reward_scale(value: Any) -> None:
+    if value == "auto":
+        raise ValueError("reward_scale 'auto' was removed: it divided by the table's optimum, knowledge a "
+                         "search must not have; use 'running' (the largest |reward| observed so far) or a number")
+    if value != RUNNING and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        raise ValueError(f"reward_scale must be 'running' or a positive number, got {value!r}")
 
 
 def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None) -> Evaluator | None:
@@ -122,18 +132,18 @@ class SearchAlgorithmMixin:
         super().setup(config)
         self.space = build_space(self.config.space_name, **self.config.space_params)
         self.evaluator = build_evaluator(self.space, self.config.evaluator_config)
-        self.reward_scale = self._resolve_reward_scale()
+        self.max_abs_reward = 0.0  # over the rewards observed so far (reward_scale: running)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "space": self.space.name}
         self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta)
 
-    def _resolve_reward_scale(self) -> float:
-        if self.config.reward_scale != "auto":
-            return float(self.config.reward_scale)
-        if isinstance(self.evaluator, TableEvaluator):
-            top = self.evaluator.max_abs_reward()
-            return 1.0 / top if top > 0 else 1.0
-        return 1.0
+    def scaled_rewards(self, evaluations: list[Evaluation]) -> list[float]:
+        """The rewards the learner sees (``reward_scale``; ``running`` sees only observed rewards)."""
+        rewards = [ev.reward for ev in evaluations]
+        if self.config.reward_scale != RUNNING:
+            return [r * float(self.config.reward_scale) for r in rewards]
+        self.max_abs_reward = max([self.max_abs_reward, *map(abs, rewards)])
+        return [r / self.max_abs_reward if self.max_abs_reward > 0 else r for r in rewards]
 
     @property
     def search_done(self) -> bool:
@@ -181,15 +191,16 @@ class SearchAlgorithmMixin:
         """Learn from the scored architectures: rewards into the episodes, a controller update."""
         if not self.learns:
             return
-        for ep, ev in zip(episodes, evaluations):
-            ep.set_rewards(new_data=np.asarray(ev.reward * self.reward_scale, np.float32), at_indices=-1)
+        for ep, reward in zip(episodes, self.scaled_rewards(evaluations)):
+            ep.set_rewards(new_data=np.asarray(reward, np.float32), at_indices=-1)
         self._update_controller(episodes)
 
     # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with
     # torch's global generator), so a resumed search samples what the uninterrupted one would.
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)
-        state[SEARCH] = {"recorder": self.recorder.state(), "torch_rng": torch.get_rng_state(),
+        state[SEARCH] = {"recorder": self.recorder.state(), "max_abs_reward": self.max_abs_reward,
+                         "torch_rng": torch.get_rng_state(),
                          "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
         return state
 
@@ -197,6 +208,7 @@ class SearchAlgorithmMixin:
         super().set_state(state)
         if SEARCH in state:
             self.recorder.restore(state[SEARCH]["recorder"])
+            self.max_abs_reward = state[SEARCH].get("max_abs_reward", 0.0)
             torch.set_rng_state(state[SEARCH]["torch_rng"])
             np.random.set_state(state[SEARCH]["numpy_rng"])
             random.setstate(state[SEARCH]["python_rng"])
