@@ -24,7 +24,7 @@ def table(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--algo", "foo"], "unknown algorithm 'foo' (choose ppo, reinforce, random)"),
+    (["--algo", "foo"], "unknown algorithm 'foo' (choose ppo, reinforce, rea, random)"),
     (["--space", "darts"], "unknown search space 'darts'"),
     (["--reward-key", "accuracy"], "has no reward key 'accuracy' (it has: valid, test)"),
     (["--budget", "0"], "budget must be >= 1"),
