@@ -13,26 +13,44 @@ from .spaces import SearchSpace
 class TrajectoryRecorder:
     """Appends one line per evaluation (flushed at once) and keeps the best so far.
 
+    ``count`` is the number of rows, ``spent`` the evaluations that spent budget: with
+    ``keep_answers`` (``budget_mode: unique``) a repeated architecture is answered from the
+    earlier row (``answer``), recorded with ``"cached": true`` and spends nothing.
     ``state()``/``restore()`` let a checkpoint resume it: lines written after the checkpoint
     are cut off, so a resumed search neither loses nor duplicates a sample.
     """
 
-    def __init__(self, out_dir: str | Path, space: SearchSpace, meta: dict[str, Any]) -> None:
+    def __init__(self, out_dir: str | Path, space: SearchSpace, meta: dict[str, Any],
+                 keep_answers: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.space, self.meta = space, dict(meta)
         self.path = self.out_dir / "trajectory.jsonl"
         self.count = 0
+        self.spent = 0
         self.best: dict[str, Any] | None = None
+        self.answers: dict[str, Evaluation] | None = {} if keep_answers else None
         self._opened = False  # the first write of a fresh search starts the file anew
 
-    def record(self, archs: Sequence[Sequence[int]], evaluations: Sequence[Evaluation]) -> list[dict[str, Any]]:
+    def answer(self, arch: Sequence[int]) -> Evaluation | None:
+        """The recorded evaluation of ``arch``, when answers are kept and it was evaluated before."""
+        return None if self.answers is None else self.answers.get(self.space.to_string(arch))
+
+    def record(self, archs: Sequence[Sequence[int]], evaluations: Sequence[Evaluation],
+               cached: Sequence[bool] | None = None) -> list[dict[str, Any]]:
         rows = []
+        cached = cached or [False] * len(archs)
         with self.path.open("a" if self._opened else "w") as f:
             self._opened = True
-            for arch, ev in zip(archs, evaluations):
+            for arch, ev, from_cache in zip(archs, evaluations, cached):
                 row = {"sample": self.count, "arch": self.space.to_string(arch), "reward": ev.reward,
                        "metrics": ev.metrics}
+                if from_cache:
+                    row["cached"] = True
+                else:
+                    self.spent += 1
+                    if self.answers is not None:
+                        self.answers[row["arch"]] = ev
                 f.write(json.dumps(row) + "\n")
                 if self.best is None or ev.reward > self.best["reward"]:
                     self.best = {"arch": row["arch"], "reward": ev.reward, "metrics": ev.metrics, "sample": self.count}
@@ -44,7 +62,10 @@ class TrajectoryRecorder:
         return rows
 
     def summary(self) -> dict[str, Any]:
-        return {**self.meta, "evaluated": self.count, "best": self.best}
+        out = {**self.meta, "evaluated": self.spent, "best": self.best}
+        if self.answers is not None:
+            out["answered_from_cache"] = self.count - self.spent
+        return out
 
     def write_summary(self) -> None:
         tmp = self.out_dir / "summary.json.tmp"
@@ -52,13 +73,21 @@ class TrajectoryRecorder:
         tmp.replace(self.out_dir / "summary.json")
 
     def state(self) -> dict[str, Any]:
-        return {"count": self.count, "best": self.best}
+        return {"count": self.count, "spent": self.spent, "best": self.best}
 
     def restore(self, state: dict[str, Any]) -> None:
         lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
         if len(lines) < state["count"]:
             raise ValueError(f"{self.path} holds {len(lines)} samples, the checkpoint expects {state['count']}")
-        self.path.write_text("".join(lines[: state["count"]]))
+        kept = lines[: state["count"]]
+        self.path.write_text("".join(kept))
         self.count, self.best = state["count"], state["best"]
+        self.spent = state.get("spent", self.count)
+        if self.answers is not None:  # the cache is what the kept rows evaluated
+            self.answers = {}
+            for line in kept:
+                row = json.loads(line)
+                if not row.get("cached"):
+                    self.answers[row["arch"]] = Evaluation(row["reward"], row["metrics"])
         self._opened = True
         self.write_summary()

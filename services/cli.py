@@ -19,6 +19,7 @@ def fail(message: str) -> None:
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = [("space.name", args.space), ("evaluator.type", args.evaluator), ("evaluator.table", args.table),
              ("evaluator.reward_key", args.reward_key), ("algo", args.algo), ("budget", args.budget),
+             ("budget_mode", args.budget_mode),
              ("seed", args.seed), ("out", args.out), ("ray_address", args.address),
              ("weight_sharing.epochs", args.epochs), ("weight_sharing.workers", args.workers),
              ("weight_sharing.gpus_per_worker", args.gpus_per_worker), ("data.data_dir", args.data_dir)]
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--reward-key", help="metric of the table used as reward")
     search.add_argument("--algo", help="ppo | reinforce | rea | random")
     search.add_argument("--budget", type=int, help="architectures to evaluate")
+    search.add_argument("--budget-mode", choices=["all", "unique"],
+                        help="all: every evaluation counts; unique: repeats are answered from a cache for free (tables)")
     search.add_argument("--seed", type=int)
     search.add_argument("--out", help="output directory")
     search.add_argument("--address", help="Ray cluster address (default: a running one, else embedded)")
@@ -182,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--storage", default="runs/tune", help="local directory or pyarrow URI (s3://...)")
     compare.add_argument("--name", default="compare")
     compare.add_argument("--resume", metavar="PATH", help="continue the interrupted experiment at PATH")
-    for flag in ("--space", "--evaluator", "--table", "--reward-key", "--budget", "--out", "--address", "--epochs",
-                 "--workers", "--gpus-per-worker", "--data-dir"):
+    for flag in ("--space", "--evaluator", "--table", "--reward-key", "--budget", "--budget-mode", "--out", "--address",
+                 "--epochs", "--workers", "--gpus-per-worker", "--data-dir"):
         compare.add_argument(flag, type=int if flag in ("--budget", "--epochs", "--workers") else
                              float if flag == "--gpus-per-worker" else str)
     compare.set_defaults(func=cmd_compare, algo=None, seed=None)

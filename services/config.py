@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from controller_policy import ControllerConfig
-from controller_policy.algorithms import ALGORITHMS, check_reward_scale
+from controller_policy.algorithms import ALGORITHMS, check_budget_mode, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.retrain import TrainSettings
@@ -96,6 +96,7 @@ class WeightSharingSection:
 class SearchConfig:
     algo: str = "ppo"
     seed: int = 0
+    budget_mode: str = "all"  # "unique": repeats answered from a cache spend no budget (tables only)
     budget: int | None = None  # architectures evaluated (table: default 100; weight sharing: epochs x archs_per_epoch)
     episodes_per_iteration: int = 8  # architectures per controller update
     out: str = "runs/search"
@@ -157,6 +158,7 @@ class SearchConfig:
             raise ConfigError("evaluator.table: a table file is required with evaluator.type 'table' (--table FILE)")
         try:
             check_reward_scale(self.reward_scale)
+            check_budget_mode(self.budget_mode, weight_sharing=self.uses_supernet)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",)),

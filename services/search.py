@@ -38,7 +38,8 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, episodes_per_iteration=cfg.episodes_per_iteration,
-                out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight)
+                out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
+                budget_mode=cfg.budget_mode)
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
                  "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
     algo.training(**{k: v for k, v in overrides.items() if v is not None})

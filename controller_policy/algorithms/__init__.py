@@ -4,7 +4,8 @@ from .random_search import RandomSearch, RandomSearchConfig
 from .rea import REAConfig, RegularizedEvolution
 from .reinforce import Reinforce, ReinforceConfig
 from .search import (
-    CONTROLLER_PHASES, SEARCH, SearchAlgorithmMixin, SearchConfigMixin, build_evaluator, check_reward_scale,
+    CONTROLLER_PHASES, SEARCH, SearchAlgorithmMixin, SearchConfigMixin, build_evaluator, check_budget_mode,
+    check_reward_scale,
 )
 
 ALGORITHMS = {"ppo": PPOSearchConfig, "reinforce": ReinforceConfig, "rea": REAConfig, "random": RandomSearchConfig}
@@ -12,5 +13,5 @@ ALGORITHMS = {"ppo": PPOSearchConfig, "reinforce": ReinforceConfig, "rea": REACo
 __all__ = [
     "ALGORITHMS", "CONTROLLER_PHASES", "PPOSearch", "PPOSearchConfig", "REAConfig", "RandomSearch", "RandomSearchConfig",
     "RegularizedEvolution", "Reinforce", "ReinforceConfig", "SEARCH", "SearchAlgorithmMixin", "SearchConfigMixin",
-    "build_evaluator", "check_reward_scale",
+    "build_evaluator", "check_budget_mode", "check_reward_scale",
 ]

@@ -30,6 +30,10 @@ from ..trajectory import TrajectoryRecorder
 
 SEARCH = "search"
 RUNNING = "running"
+BUDGET_MODES = ("all", "unique")
+#: with budget_mode unique, a search whose policy proposes only repeats stops after this many
+#: proposals per unit of budget (the summary says so)
+MAX_PROPOSALS_PER_BUDGET = 20
 #: where a controller iteration's time goes (seconds per iteration / epoch in the metrics)
 CONTROLLER_PHASES = ("sampling", "evaluation", "update")
 
@@ -45,6 +49,7 @@ class SearchConfigMixin:
         self.controller_config: dict[str, Any] = {}
         self.evaluator_config: dict[str, Any] | None = None
         self.budget = 100
+        self.budget_mode = "all"  # or "unique": repeats are answered from a cache and spend nothing
         self.episodes_per_iteration = 8
         self.out_dir: str | None = None
         self.reward_scale: float | str = RUNNING
@@ -57,7 +62,8 @@ class SearchConfigMixin:
     def search(self, *, space: str = NotProvided, space_params: dict = NotProvided, controller: dict = NotProvided,
                evaluator: dict | None = NotProvided, budget: int = NotProvided,
                episodes_per_iteration: int = NotProvided, out_dir: str | None = NotProvided,
-               reward_scale: float | str = NotProvided, skip_weight: float = NotProvided):
+               reward_scale: float | str = NotProvided, skip_weight: float = NotProvided,
+               budget_mode: str = NotProvided):
         """``evaluator``: ``{"type": "table", "path": FILE, "reward_key": KEY}``, or None when a
         subclass scores architectures itself (weight sharing). ``reward_scale``: multiplies rewards
         before learning; ``"running"``: 1 / the largest |reward| observed so far (the current
@@ -66,7 +72,8 @@ class SearchConfigMixin:
         for key, value in [("space_name", space), ("space_params", space_params), ("controller_config", controller),
                            ("evaluator_config", evaluator), ("budget", budget),
                            ("episodes_per_iteration", episodes_per_iteration), ("out_dir", out_dir),
-                           ("reward_scale", reward_scale), ("skip_weight", skip_weight)]:
+                           ("reward_scale", reward_scale), ("skip_weight", skip_weight),
+                           ("budget_mode", budget_mode)]:
             if value is not NotProvided:
                 setattr(self, key, value)
         self._sync_env()
@@ -96,6 +103,15 @@ class SearchConfigMixin:
         if self.episodes_per_iteration < 1:
             raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         check_reward_scale(self.reward_scale)
+        check_budget_mode(self.budget_mode, weight_sharing=self.weight_sharing is not None)
+
+
+def check_budget_mode(mode: Any, weight_sharing: bool) -> None:
+    if mode not in BUDGET_MODES:
+        raise ValueError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {mode!r}")
+    if mode == "unique" and weight_sharing:
+        raise ValueError("budget_mode 'unique' needs a fixed evaluator (a table): a training supernet scores the "
+                         "same architecture differently as it learns, so a cache would answer with stale rewards")
 
 
 def check_reward_scale(value: Any) -> None:
@@ -135,7 +151,9 @@ class SearchAlgorithmMixin:
         self.max_abs_reward = 0.0  # over the rewards observed so far (reward_scale: running)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "space": self.space.name}
-        self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta)
+        meta["budget_mode"] = self.config.budget_mode
+        self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta,
+                                           keep_answers=self.config.budget_mode == "unique")
 
     def scaled_rewards(self, evaluations: list[Evaluation]) -> list[float]:
         """The rewards the learner sees (``reward_scale``; ``running`` sees only observed rewards)."""
@@ -147,7 +165,12 @@ class SearchAlgorithmMixin:
 
     @property
     def search_done(self) -> bool:
-        return self.recorder.count >= self.config.budget
+        return self.recorder.spent >= self.config.budget or self.only_repeats
+
+    @property
+    def only_repeats(self) -> bool:
+        """budget_mode unique: proposals ran out of new architectures (the search stops)."""
+        return self.recorder.count >= MAX_PROPOSALS_PER_BUDGET * self.config.budget
 
     def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
         if self.evaluator is None:
@@ -156,7 +179,7 @@ class SearchAlgorithmMixin:
 
     def training_step(self) -> None:
         self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)
-        self.controller_iteration(min(self.config.episodes_per_iteration, self.config.budget - self.recorder.count))
+        self.controller_iteration(min(self.config.episodes_per_iteration, self.config.budget - self.recorder.spent))
         for phase, seconds in self.phase_seconds.items():
             self.metrics.log_value((SEARCH, f"{phase}_s"), seconds, window=1)
 
@@ -169,9 +192,14 @@ class SearchAlgorithmMixin:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             archs, episodes = self.propose(n)
         sampled = time.perf_counter()
-        evaluations = self.evaluate_architectures(archs)
+        evaluations, cached = self._evaluate_or_answer(archs)
         evaluated = time.perf_counter()
-        rows = self.recorder.record(archs, evaluations)
+        rows = self.recorder.record(archs, evaluations, cached)
+        if self.only_repeats and self.recorder.spent < self.config.budget:
+            self.recorder.meta["stopped_early"] = (
+                f"only repeats: {self.recorder.count} proposals found {self.recorder.spent} new architectures "
+                f"of a budget of {self.config.budget}")
+            self.recorder.write_summary()
         self._log_search_metrics(evaluations)
         self.observe(archs, evaluations, episodes)
         seconds = getattr(self, "phase_seconds", None)
@@ -180,6 +208,19 @@ class SearchAlgorithmMixin:
             seconds["evaluation"] += evaluated - sampled
             seconds["update"] += time.perf_counter() - evaluated
         return rows
+
+    def _evaluate_or_answer(self, archs: list[list[int]]) -> tuple[list[Evaluation], list[bool]]:
+        """Evaluate ``archs`` in one batch; with budget_mode unique, architectures evaluated
+        before (earlier in the batch included) are answered from the recorder's cache."""
+        answers = [self.recorder.answer(a) for a in archs]
+        keys = [self.space.to_string(a) for a in archs]
+        fresh = [i for i, (k, ans) in enumerate(zip(keys, answers)) if ans is None and k not in keys[:i]]
+        if self.recorder.answers is None:
+            fresh = list(range(len(archs)))
+        new = dict(zip(fresh, self.evaluate_architectures([archs[i] for i in fresh]))) if fresh else {}
+        first = {keys[i]: new[i] for i in fresh}
+        evaluations = [new[i] if i in new else answers[i] or first[keys[i]] for i in range(len(archs))]
+        return evaluations, [i not in new for i in range(len(archs))]
 
     def propose(self, n: int) -> tuple[list[list[int]], list]:
         """``n`` architectures to evaluate next, and the RLlib episodes that sampled them."""
@@ -228,7 +269,7 @@ class SearchAlgorithmMixin:
 
     def _log_search_metrics(self, evaluations: list[Evaluation]) -> None:
         rewards = np.array([e.reward for e in evaluations])
-        for key, value in [("archs_sampled", self.recorder.count), ("reward_mean", rewards.mean()),
+        for key, value in [("archs_sampled", self.recorder.spent), ("reward_mean", rewards.mean()),
                            ("entropy", np.mean(self.last_entropies)),
                            ("reward_max", rewards.max()), ("best_reward", self.recorder.best["reward"]),
                            ("done", float(self.search_done))]:
