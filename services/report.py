@@ -2,8 +2,15 @@
 
 Each trial directory holds ``params.json`` (its algorithm and seed) and ``trajectory.jsonl``
 (every evaluated architecture, in order); weight-sharing trials also hold ``metrics.csv`` (the
-controller's entropy per epoch). Curves are per algorithm, mean ± std over seeds, against the
+controller's entropy per epoch) and ``best_arch.json`` (the derived architecture and its accuracy
+on the whole validation split). Curves are per algorithm, mean ± std over seeds, against the
 number of architectures evaluated.
+
+Algorithms are ranked by what a user keeps, per seed: with weight sharing the derived
+architecture's accuracy on the whole validation split (the one-minibatch rewards, each measured
+on that trial's own supernet, are shown as curves only); with a table, the test metric of the
+best-by-validation architecture when the table has one, else the best reward found. The verdict
+says which differences are within noise (a paired t-test over the seeds the algorithms share).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class Trial:
     best_row: dict[str, Any]
     entropy: float | None = None
     path: Path = field(default_factory=Path)
+    derived: float | None = None  # weight sharing: the derived architecture's full-validation accuracy
 
 
 def load_trials(experiment: Path) -> list[Trial]:
@@ -50,8 +58,11 @@ def load_trials(experiment: Path) -> list[Trial]:
             with (trial_dir / "metrics.csv").open() as f:
                 epochs = list(csv.DictReader(f))
             entropy = float(epochs[-1]["controller_entropy"]) if epochs else None
+        derived = None
+        if (trial_dir / "best_arch.json").is_file():
+            derived = float(json.loads((trial_dir / "best_arch.json").read_text())["valid_accuracy"])
         trials.append(Trial(params["algo"], int(params["seed"]), np.array([r["reward"] for r in rows], float),
-                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir))
+                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived))
     if not trials:
         raise ValueError(f"{experiment} holds no trials with a trajectory.jsonl (is it a raynas compare experiment?)")
     return trials
@@ -64,9 +75,32 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(finite):.4g} ± {np.std(finite):.2g}"
 
 
+def ranking_criterion(trials: list[Trial]) -> str:
+    if all(t.derived is not None for t in trials):
+        return "derived"
+    if all(t.best_row["metrics"].get("test") is not None for t in trials):
+        return "test"
+    return "best"
+
+
+CRITERIA = {"derived": "the derived architecture's accuracy on the whole validation split",
+            "test": "the test metric of the best-by-validation architecture",
+            "best": "the best reward found"}
+
+
+def _score(trial: Trial, criterion: str) -> float:
+    if criterion == "derived":
+        return float(trial.derived)
+    if criterion == "test":
+        return float(trial.best_row["metrics"]["test"])
+    return float(trial.rewards.max())
+
+
 def summarise(trials: list[Trial]) -> dict[str, dict[str, Any]]:
-    """Per algorithm: final best, architectures to reach each fraction of the experiment's best, entropy."""
+    """Per algorithm: the ranking score per seed, final best, architectures to reach each fraction
+    of the experiment's best, entropy."""
     overall = max(t.rewards.max() for t in trials)
+    criterion = ranking_criterion(trials)
     table: dict[str, dict[str, Any]] = {}
     for algo in sorted({t.algo for t in trials}):
         group = [t for t in trials if t.algo == algo]
@@ -81,8 +115,48 @@ def summarise(trials: list[Trial]) -> dict[str, dict[str, Any]]:
             "reach": reach,
             "entropy": [t.entropy for t in group],
             "test": [t.best_row["metrics"].get("test") for t in group],
+            "derived": [t.derived for t in group],
+            "score": {t.seed: _score(t, criterion) for t in group},
         }
     return table
+
+
+def compare_pair(a: dict[int, float], b: dict[int, float]) -> tuple[float, float | None, int]:
+    """(mean difference a - b, two-sided p of a paired t-test over the shared seeds or None
+    when fewer than two are shared, number of shared seeds)."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return float(np.mean(list(a.values())) - np.mean(list(b.values()))), None, len(seeds)
+    diffs = np.array([a[s] - b[s] for s in seeds])
+    if np.allclose(diffs, diffs[0]):  # no spread: the t statistic is undefined
+        return float(diffs.mean()), (1.0 if np.isclose(diffs[0], 0) else 0.0), len(seeds)
+    from scipy.stats import ttest_rel
+
+    return float(diffs.mean()), float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue), len(seeds)
+
+
+def ranking(table: dict[str, dict[str, Any]], criterion: str, alpha: float = 0.05) -> str:
+    """The algorithms ranked by the per-seed score, and whether the leader's margin over each
+    other algorithm is beyond noise."""
+    order = sorted(table, key=lambda algo: -np.mean(list(table[algo]["score"].values())))
+    ranked = ", ".join(f"{algo} {_mean_std(list(table[algo]['score'].values()))}" for algo in order)
+    parts = [f"Ranked by {CRITERIA[criterion]} (mean ± std over seeds): {ranked}."]
+    leader = order[0]
+    for other in order[1:]:
+        diff, p, n = compare_pair(table[leader]["score"], table[other]["score"])
+        if p is None:
+            lo = [np.mean(list(table[x]["score"].values())) - np.std(list(table[x]["score"].values()))
+                  for x in (leader, other)]
+            hi = [np.mean(list(table[x]["score"].values())) + np.std(list(table[x]["score"].values()))
+                  for x in (leader, other)]
+            noise = lo[0] <= hi[1]
+            how = "mean ± std overlap" if noise else "mean ± std apart"
+        else:
+            noise = p >= alpha
+            how = f"paired t-test over {n} seeds, p = {p:.2g}"
+        word = "within noise" if noise else f"{leader} better"
+        parts.append(f"{leader} vs {other}: {diff:+.4g}, {word} ({how}).")
+    return " ".join(parts)
 
 
 def verdict(table: dict[str, dict[str, Any]], overall: float) -> str:
@@ -144,17 +218,26 @@ def write_report(experiment: str | Path, window: int | None = None) -> Path:
     overall = max(t.rewards.max() for t in trials)
     window = window or max(1, min(len(t.rewards) for t in trials) // 20)
     table = summarise(trials)
+    criterion = ranking_criterion(trials)
     plots = _curves(trials, experiment, window)
     has_test = any(v is not None for row in table.values() for v in row["test"])
-    header = ["algorithm", "seeds", "final best"] + [f"archs to {f:.0%} of best" for f in FRACTIONS] + ["final entropy"]
-    header += ["test metric of best"] if has_test else []
+    if criterion == "derived":  # one-minibatch rewards on each trial's own supernet: curves only
+        header = ["algorithm", "seeds", "derived architecture: valid accuracy (whole split)", "final entropy"]
+    else:
+        header = ["algorithm", "seeds", "final best"] + [f"archs to {f:.0%} of best" for f in FRACTIONS]
+        header += ["final entropy"] + (["test metric of best"] if has_test else [])
     rows = []
     for algo, row in table.items():
+        if criterion == "derived":
+            rows.append([algo, str(row["seeds"]), _mean_std(row["derived"]), _mean_std(row["entropy"])])
+            continue
         cells = [algo, str(row["seeds"]), _mean_std(row["final_best"])]
         cells += [f"{_mean_std(row['reach'][f])} ({len(row['reach'][f])}/{row['seeds']})" for f in FRACTIONS]
         cells += [_mean_std(row["entropy"])] + ([_mean_std(row["test"])] if has_test else [])
         rows.append(cells)
-    text = verdict(table, overall)
+    text = ranking(table, criterion)
+    if criterion != "derived":
+        text += " " + verdict(table, overall)
     md = [f"# raynas comparison: {experiment.name}", "", text, "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]

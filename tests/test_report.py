@@ -33,12 +33,41 @@ def test_report_numbers_and_files(experiment):
     assert "| 0.9 ± 0 |" in ppo and "2.5 ± 0.5 (2/2)" in ppo
     assert "3 ± 0 (1/2)" in rnd and "n/a (0/2)" in rnd  # 0.85 < 0.855 (95%) and 0.891 (99%)
     assert "| 0.85 ± 0 |" in ppo  # test metric of each trial's best-by-reward architecture
+    # ranked by the test metric of each seed's best-by-valid architecture: ppo 0.85, 0.85; random 0.45, 0.80;
+    # paired differences 0.4 and 0.05 over 2 seeds: t = 1.29, p = 0.42 -> within noise
     assert md.splitlines()[2] == (
+        "Ranked by the test metric of the best-by-validation architecture (mean ± std over seeds): "
+        "ppo 0.85 ± 0, random 0.625 ± 0.17. ppo vs random: +0.225, within noise (paired t-test over 2 seeds, "
+        "p = 0.42). "
         "ppo reached 99% of the best reward (0.9) after 2.5 ± 0.5 architectures (2/2 seeds), final best 0.9 ± 0; "
         "random reached 99% of the best reward (0.9) in none of its 2 seeds, final best 0.675 ± 0.17.")
     html = (experiment / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "id='verdict'" in html
     assert (experiment / "reward_curves.png").stat().st_size > 1000
+
+
+def test_weight_sharing_trials_are_ranked_by_their_derived_architecture(tmp_path):
+    """The one-minibatch rewards (here: random's are higher) rank nothing; the derived
+    architectures' full-validation accuracies do, with the noise stated."""
+    derived = {"ppo": [0.70, 0.72, 0.71], "reinforce": [0.69, 0.74, 0.70], "random": [0.60, 0.61, 0.62]}
+    for i, (algo, accs) in enumerate(derived.items()):
+        for seed, acc in enumerate(accs):
+            trial = tmp_path / f"search_trial_{i}_{seed}"
+            trial.mkdir()
+            (trial / "params.json").write_text(json.dumps({"algo": algo, "seed": seed, "search": {}}))
+            noisy = 0.9 if algo == "random" else 0.5
+            (trial / "trajectory.jsonl").write_text("".join(
+                json.dumps({"sample": k, "arch": f"a{k}", "reward": noisy, "metrics": {"valid_acc": noisy}}) + "\n"
+                for k in range(4)))
+            (trial / "best_arch.json").write_text(json.dumps({"arch": "a0", "valid_accuracy": acc}))
+    md = write_report(tmp_path, window=2).read_text()
+    verdict = md.splitlines()[2]
+    assert verdict.startswith("Ranked by the derived architecture's accuracy on the whole validation split "
+                              "(mean ± std over seeds): ppo 0.71 ± 0.0082, reinforce 0.71 ± 0.022, random 0.61 ± 0.0082.")
+    assert "within noise (paired t-test over 3 seeds" in verdict.split("ppo vs random")[0]
+    assert "ppo vs random: +0.1, ppo better (paired t-test over 3 seeds, p = 0" in verdict
+    header = next(line for line in md.splitlines() if line.startswith("| algorithm"))
+    assert "derived architecture: valid accuracy (whole split)" in header and "final best" not in header
 
 
 def test_report_on_a_directory_without_trials(tmp_path):
