@@ -36,6 +36,11 @@ class ControllerConfig:
     tanh_constant: float | None = 1.5
     skip_target: float = 0.4
     init_range: float = 0.1
+    # ENAS micro's op head (off by default; the enas-micro preset turns them on):
+    op_tanh_reduce: float = 1.0  # op logits use tanh_constant / op_tanh_reduce (ENAS micro: 2.5)
+    op_bias: bool = False  # a learned op bias initialised [10, 10, 0, ...] plus, in the first cell,
+    #                        the fixed [0.25, 0.25, -0.25, ...] ENAS adds after the squash
+    zero_input_anchors: bool = False  # a selected cell input feeds zeros to the LSTM (its key stays)
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1:
@@ -48,6 +53,8 @@ class ControllerConfig:
             raise ValueError(f"controller.tanh_constant must be > 0 or null, got {self.tanh_constant}")
         if not 0.0 < self.skip_target < 1.0:
             raise ValueError(f"controller.skip_target must lie in (0, 1), got {self.skip_target}")
+        if self.op_tanh_reduce <= 0:
+            raise ValueError(f"controller.op_tanh_reduce must be > 0, got {self.op_tanh_reduce}")
 
 
 @dataclass
@@ -109,7 +116,7 @@ class ENASController(nn.Module):
         self.lstm = nn.ModuleList(nn.LSTMCell(h, h) for _ in range(self.config.num_lstm_layers))
         self.g_emb = nn.Parameter(torch.zeros(1, h))
         op_kinds = sorted({d.kind for d in space.decisions if d.kind in (OP, EDGE_OP)})
-        self.heads = nn.ModuleDict({k: nn.Linear(h, len(space.ops), bias=False) for k in op_kinds})
+        self.heads = nn.ModuleDict({k: nn.Linear(h, len(space.ops), bias=self.config.op_bias) for k in op_kinds})
         self.embeddings = nn.ModuleDict({k: nn.Embedding(len(space.ops), h) for k in op_kinds})
         self.uses_anchors = any(d.kind in (SKIP, INPUT) for d in space.decisions)
         if self.uses_anchors:
@@ -123,8 +130,26 @@ class ENASController(nn.Module):
                              persistent=False)
         self.plan = walk_plan(space)
         self.scoring = ScoringIndex(space, self.plan)
+        tanh_scale, offsets = self._op_logit_terms(space)
+        self.register_buffer("tanh_scale", tanh_scale, persistent=False)
+        self.register_buffer("logit_offsets", offsets, persistent=False)
         for p in self.parameters():
             nn.init.uniform_(p, -self.config.init_range, self.config.init_range)
+        if self.config.op_bias:  # ENAS micro: a strong initial preference for the first two ops
+            for head in self.heads.values():
+                nn.init.constant_(head.bias, 0.0)
+                head.bias.data[:2] = 10.0
+
+    def _op_logit_terms(self, space: SearchSpace) -> tuple[Tensor, Tensor]:
+        """Per decision: the tanh constant of its squash, and the fixed term added after it."""
+        c = self.config
+        scale, offsets = [], torch.zeros(space.num_decisions, space.max_choices)
+        for t, d in enumerate(space.decisions):
+            is_op = d.kind in (OP, EDGE_OP)
+            scale.append((c.tanh_constant or 0.0) / (c.op_tanh_reduce if is_op else 1.0))
+            if is_op and c.op_bias and d.cell == 0:
+                offsets[t, : len(space.ops)] = torch.tensor([0.25, 0.25] + [-0.25] * (len(space.ops) - 2))
+        return torch.tensor(scale), offsets
 
     # -- public API -----------------------------------------------------------------------
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ControllerOutput:
@@ -158,12 +183,15 @@ class ENASController(nn.Module):
             x = state[layer][0]
         return x
 
-    def _squash(self, logits: Tensor) -> Tensor:
-        if self.config.temperature is not None:
-            logits = logits / self.config.temperature
+    def _squash(self, raw: Tensor, t0: int = 0, t1: int | None = None) -> Tensor:
+        """ENAS's logits of decisions t0..t1-1 from raw scores [B, n, k]: temperature, then
+        ``tanh_constant * tanh(.)`` (op decisions: divided by ``op_tanh_reduce``), then the fixed
+        op offsets of ``op_bias``."""
+        t1 = raw.shape[1] + t0 if t1 is None else t1
+        logits = raw / self.config.temperature if self.config.temperature is not None else raw
         if self.config.tanh_constant is not None:
-            logits = self.config.tanh_constant * torch.tanh(logits)
-        return logits
+            logits = self.tanh_scale[t0:t1, None] * torch.tanh(logits)
+        return logits + self.logit_offsets[t0:t1, : raw.shape[-1]] if self.config.op_bias else logits
 
     def _attention(self, anchors_prev: Tensor, h: Tensor) -> Tensor:
         """Scores [B, N] of N anchors (pre-projected, [B, N, H]) against query h [B, H]."""
@@ -180,7 +208,7 @@ class ENASController(nn.Module):
             q = self._attention(keys, h)
             raw = torch.stack([-q, q], -1) if kind == SKIP else q.unsqueeze(1)
         k = raw.shape[-1]
-        logits = self._squash(raw).masked_fill(~self.masks[t0:t1, :k], -math.inf)
+        logits = self._squash(raw, t0, t1).masked_fill(~self.masks[t0:t1, :k], -math.inf)
         probs = torch.softmax(logits, -1).reshape(-1, k)
         return torch.multinomial(probs, 1, generator=generator).view(raw.shape[0], t1 - t0)
 
@@ -207,15 +235,20 @@ class ENASController(nn.Module):
             ops = walked.clamp(max=len(self.space.ops) - 1)
             embedded = {kind: emb(ops) for kind, emb in self.embeddings.items()}  # all at once
 
-        def add_anchor(h: Tensor) -> None:
+        inputs: list[Tensor] = []  # what selecting each anchor of the cell feeds the LSTM next
+
+        def add_anchor(h: Tensor, as_input: Tensor | None = None) -> None:
             anchors.append(h)
             all_anchors.append(h)
+            inputs.append(h if as_input is None else as_input)
 
         for kind, t0, t1, targets in self.plan:
             if kind == _CELL:
                 anchors.clear()
+                inputs.clear()
                 for _ in range(self.space.cell_inputs):
-                    add_anchor(self._lstm_step(g_emb, state))
+                    h = self._lstm_step(g_emb, state)
+                    add_anchor(h, torch.zeros_like(h) if self.config.zero_input_anchors else None)
                 inp = g_emb
                 continue
             if kind == _ANCHOR:  # a block without skip bits ends with a dedicated anchor step
@@ -236,7 +269,7 @@ class ENASController(nn.Module):
                 inp = torch.bmm(bits.unsqueeze(1), chosen).squeeze(1) / (1.0 + bits.sum(1, keepdim=True))
                 add_anchor(h)
             elif kind == INPUT:
-                inp = torch.stack(anchors, 1)[rows, walk[:, 0]]
+                inp = torch.stack(inputs, 1)[rows, walk[:, 0]]
             elif given is None:
                 inp = self.embeddings[kind](walk[:, 0])
             else:

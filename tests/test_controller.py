@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,62 @@ def test_config_validation():
         ControllerConfig(hidden_size=0)
     with pytest.raises(ValueError, match="expected 6 decisions"):
         ENASController(build_space("nb201")).evaluate([[0, 1, 2]])
+
+
+ENAS_MICRO = ControllerConfig(temperature=5.0, tanh_constant=1.1, op_tanh_reduce=2.5, op_bias=True,
+                              zero_input_anchors=True)
+
+
+def test_enas_micro_op_head_is_enas_s():
+    """With every weight zero but the op bias, the LSTM outputs 0 and each op decision's logits are
+    ENAS micro's: (1.1 / 2.5) * tanh([10, 10, 0, 0, 0] / 5), plus [.25, .25, -.25, -.25, -.25] in the
+    first (normal) cell only."""
+    controller = ENASController(build_space("enas_micro", num_nodes=2), ENAS_MICRO)
+    bias = controller.heads["op"].bias
+    assert bias.tolist() == [10.0, 10.0, 0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for name, p in controller.named_parameters():
+            if name != "heads.op.bias":
+                p.zero_()
+        out = controller.evaluate([[0, 1, 0, 4, 2, 0, 3, 1] * 2])
+    squashed = 1.1 / 2.5 * torch.tanh(torch.tensor([10.0, 10, 0, 0, 0]) / 5.0)
+    fixed = torch.tensor([0.25, 0.25, -0.25, -0.25, -0.25])
+    for t, d in enumerate(controller.space.decisions):
+        if d.kind == "op":
+            expected = squashed + fixed if d.cell == 0 else squashed
+            torch.testing.assert_close(out.logits[0, t, :5], expected)
+
+
+def test_enas_micro_cell_inputs_feed_zeros():
+    """Selecting cell input 0 or 1 feeds the same (zero) vector to the LSTM, so what follows does not
+    depend on which; without the option it does."""
+    torch.manual_seed(0)
+    space = build_space("enas_micro", num_nodes=2)
+    for zero, same in ((True, True), (False, False)):
+        controller = ENASController(space, ControllerConfig(zero_input_anchors=zero))
+        a, b = [0] * 16, [0] * 16
+        b[0] = 1  # node 0's input_x: cell input 1 instead of 0
+        with torch.no_grad():
+            la, lb = controller.evaluate([a]).logits[0, 1:4], controller.evaluate([b]).logits[0, 1:4]
+        assert torch.allclose(la, lb) == same
+
+
+def test_enas_micro_options_keep_sampling_and_scoring_one_distribution():
+    controller = ENASController(build_space("enas_micro", num_nodes=3), ENAS_MICRO)
+    out = controller.sample(32, torch.Generator().manual_seed(2))
+    again = controller.evaluate(out.actions)
+    torch.testing.assert_close(out.log_prob, again.log_prob, rtol=0, atol=1e-5)
+    # the bias [10, 10, 0, 0, 0] makes the two separable convolutions likelier than the other
+    # three ops together (0.63 in the normal cell, 0.50 in the reduction cell): 0.57 against 0.4 uniform
+    with torch.no_grad():
+        many = controller.sample(2000, torch.Generator().manual_seed(3))
+    ops = many.actions[:, [t for t, d in enumerate(controller.space.decisions) if d.kind == "op"]]
+    assert abs((ops < 2).float().mean().item() - 0.566) < 0.02
+
+
+def test_the_enas_micro_preset_turns_enas_s_options_on():
+    from services.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "enas-micro.yaml", {"data.source": "synthetic"})
+    c = cfg.controller
+    assert (c.op_tanh_reduce, c.op_bias, c.zero_input_anchors, c.temperature, c.tanh_constant) == (2.5, True, True, 5.0, 1.1)
