@@ -28,3 +28,8 @@ def best_curve(algo: str, table: str | Path, budget: int, seed: int, budget_mode
     rows = [json.loads(line) for line in (Path(overrides["out"]) / "trajectory.jsonl").read_text().splitlines()]
     spent = [r["reward"] for r in rows if not r.get("cached", False)]
     return np.maximum.accumulate(spent)
+
+
+def rank_of(values: np.ndarray, reward: float) -> int:
+    """1 + the number of the landscape's architectures that score better than ``reward``."""
+    return 1 + int((np.asarray(values) > reward).sum())

@@ -52,7 +52,7 @@ def bare_epochs(cfg, epochs: int = 2) -> list[tuple[float, float]]:
     minibatches = cfg.ppo.minibatches or defaults.ppo_minibatches
     clip = cfg.ppo.clip_param or defaults.clip_param
     copt = torch.optim.Adam(controller.parameters(), lr=cfg.ppo.lr or defaults.lr)
-    ws, eps = cfg.weight_sharing, cfg.episodes_per_iteration
+    ws, eps = cfg.weight_sharing, cfg.episodes_per_iteration or defaults.episodes_per_iteration
     durations = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -103,7 +103,8 @@ def main() -> None:
     a, phases = raynas_epoch_seconds(cfg)
     ws = cfg.weight_sharing
     print(f"one ENAS epoch: {ws.train_steps} shared-weight steps (batch {cfg.data.batch_size}), "
-          f"{ws.archs_per_epoch} children scored, PPO updates every {cfg.episodes_per_iteration}")
+          f"{ws.archs_per_epoch} children scored, PPO updates every "
+          f"{cfg.episodes_per_iteration or PPOSearchConfig().episodes_per_iteration}")
     print(f"(a) raynas on local Ray: {a:.2f} s   (b) bare PyTorch loop: {bare:.2f} s "
           f"(shared weights {shared:.2f} s, controller {controller:.2f} s)   ratio a/b = {a / bare:.2f}")
     print("(a) by phase: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in phases.items())

@@ -25,7 +25,7 @@ import ray
 import torch
 
 from controller_policy.landscapes import nb201_landscape
-from landscape_search import best_curve
+from landscape_search import best_curve, rank_of
 
 ALGOS = ["ppo", "reinforce", "rea", "random"]
 MODES = ["all", "unique"]
@@ -43,17 +43,20 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     budget = max(args.budgets)
     curves = {(a, m): [] for a in args.algos for m in args.modes}
+    ranks = {(a, m): [] for a in args.algos for m in args.modes}  # per run: rank of the best found at each budget
     work = Path(tempfile.mkdtemp(prefix="raynas-bench-"))
     started = time.time()
     for seed in range(args.seeds):
         table = nb201_landscape(seed)
         table_path = work / f"table{seed}.json"
         table_path.write_text(json.dumps(table))
-        optimum = max(m["valid"] for m in table.values())
+        values = np.array([m["valid"] for m in table.values()])
+        optimum = values.max()
         for mode in args.modes:
             for algo in args.algos:
                 best = best_curve(algo, table_path, budget, seed, budget_mode=mode)
                 curves[algo, mode].append(best / optimum)  # 1.0 is the landscape's optimum
+                ranks[algo, mode].append([rank_of(values, best[b - 1]) for b in args.budgets])
                 print(f"  seed {seed} {mode:<6} {algo:<10} best@{budget} {best[-1]:.3f} (optimum {optimum:.3f})  "
                       f"[{time.time() - started:.0f}s]", flush=True)
     for mode in args.modes:
@@ -63,6 +66,12 @@ def main() -> None:
         for algo in args.algos:
             c = np.stack(curves[algo, mode])
             print(f"{algo:<12}" + "".join(f"{c[:, b - 1].mean():>10.4f} ± {c[:, b - 1].std():.4f}" for b in args.budgets))
+        print(f"rank of the best architecture found among the 15,625 (1 = optimum), median [min-max] over landscapes")
+        print(f"{'algorithm':<12}" + "".join(f"{'@' + str(b):>18}" for b in args.budgets))
+        for algo in args.algos:
+            r = np.array(ranks[algo, mode])
+            print(f"{algo:<12}" + "".join(f"{np.median(r[:, i]):>10.0f} [{r[:, i].min()}-{r[:, i].max()}]"
+                                          for i in range(len(args.budgets))))
     import matplotlib
 
     matplotlib.use("Agg")

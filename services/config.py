@@ -98,7 +98,7 @@ class SearchConfig:
     seed: int = 0
     budget_mode: str = "all"  # "unique": repeats answered from a cache spend no budget (tables only)
     budget: int | None = None  # architectures evaluated (table: default 100; weight sharing: epochs x archs_per_epoch)
-    episodes_per_iteration: int = 8  # architectures per controller update
+    episodes_per_iteration: int | None = None  # architectures per controller update; None: the algorithm's default
     out: str = "runs/search"
     reward_scale: float | str = "running"  # or a fixed factor; see SearchConfigMixin.search
     skip_weight: float = 0.0
@@ -150,7 +150,7 @@ class SearchConfig:
             self.budget = 100
         if self.budget < 1:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
-        if self.episodes_per_iteration < 1:
+        if self.episodes_per_iteration is not None and self.episodes_per_iteration < 1:
             raise ConfigError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         if self.evaluator.type not in EVALUATORS:
             raise ConfigError(f"evaluator.type: unknown evaluator {self.evaluator.type!r} (choose {', '.join(EVALUATORS)})")

@@ -36,8 +36,10 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     else:
         algo = ALGORITHMS[cfg.algo]()
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
+    if cfg.episodes_per_iteration is not None:  # else the algorithm's own (tuned) default
+        algo.search(episodes_per_iteration=cfg.episodes_per_iteration)
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
-                evaluator=evaluator, budget=cfg.budget, episodes_per_iteration=cfg.episodes_per_iteration,
+                evaluator=evaluator, budget=cfg.budget,
                 out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
                 budget_mode=cfg.budget_mode)
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
