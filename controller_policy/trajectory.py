@@ -14,8 +14,8 @@ class TrajectoryRecorder:
     """Appends one line per evaluation (flushed at once) and keeps the best so far.
 
     ``count`` is the number of rows, ``spent`` the evaluations that spent budget: with
-    ``keep_answers`` (``budget_mode: unique``) a repeated architecture is answered from the
-    earlier row (``answer``), recorded with ``"cached": true`` and spends nothing.
+    ``keep_answers`` (``budget_mode: unique``) ``answers`` maps every evaluated architecture to its
+    evaluation, so a repeat is answered from it, recorded with ``"cached": true`` and spends nothing.
     ``state()``/``restore()`` let a checkpoint resume it: lines written after the checkpoint
     are cut off, so a resumed search neither loses nor duplicates a sample.
     """
@@ -31,10 +31,6 @@ class TrajectoryRecorder:
         self.best: dict[str, Any] | None = None
         self.answers: dict[str, Evaluation] | None = {} if keep_answers else None
         self._opened = False  # the first write of a fresh search starts the file anew
-
-    def answer(self, arch: Sequence[int]) -> Evaluation | None:
-        """The recorded evaluation of ``arch``, when answers are kept and it was evaluated before."""
-        return None if self.answers is None else self.answers.get(self.space.to_string(arch))
 
     def record(self, archs: Sequence[Sequence[int]], evaluations: Sequence[Evaluation],
                cached: Sequence[bool] | None = None) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """The SupernetWorker Ray actor: one replica of the shared weights, its optimiser and its data.
 
 Workers train data-parallel in one ``torch.distributed`` process group (gloo on CPU, NCCL on
-GPU): each samples its own child from the controller for its minibatch, gradients are averaged
-with one all-reduce per step, so every replica applies the same update and stays identical.
+GPU): each rank trains on its own disjoint share of every epoch, with its own child per step (a
+supernet phase's children are drawn in one batched controller call); the gradients some rank
+produced are averaged with one all-reduce per step, so every replica applies the same update and
+stays identical. How K ranks share ENAS's recipe is ``OptimConfig.data_parallel``.
 """
 from __future__ import annotations
 

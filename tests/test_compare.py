@@ -53,7 +53,7 @@ def table_config(tmp_path, budget):
     table = tmp_path / "table.json"
     table.write_text(json.dumps(nb201_landscape(0)))
     return load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(table),
-                              "evaluator.reward_key": "valid", "budget": budget})
+                              "evaluator.reward_key": "valid", "budget": budget, "episodes_per_iteration": 8})
 
 
 class KillTrialProcess(tune.Callback):

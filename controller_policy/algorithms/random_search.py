@@ -12,6 +12,8 @@ class RandomSearchConfig(ReinforceConfig):
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or RandomSearch)
+        self.episodes_per_iteration = 8  # nothing learns: it only sets how often the search reports
+        self._sync_env()
 
 
 class RandomSearch(SearchAlgorithmMixin, Algorithm):

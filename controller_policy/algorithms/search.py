@@ -149,9 +149,9 @@ class SearchAlgorithmMixin:
         self.space = build_space(self.config.space_name, **self.config.space_params)
         self.evaluator = build_evaluator(self.space, self.config.evaluator_config)
         self.max_abs_reward = 0.0  # over the rewards observed so far (reward_scale: running)
+        self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)  # of the current iteration (epoch)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
-                "space": self.space.name}
-        meta["budget_mode"] = self.config.budget_mode
+                "budget_mode": self.config.budget_mode, "space": self.space.name}
         self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta,
                                            keep_answers=self.config.budget_mode == "unique")
 
@@ -202,25 +202,24 @@ class SearchAlgorithmMixin:
             self.recorder.write_summary()
         self._log_search_metrics(evaluations)
         self.observe(archs, evaluations, episodes)
-        seconds = getattr(self, "phase_seconds", None)
-        if seconds is not None:
-            seconds["sampling"] += sampled - started
-            seconds["evaluation"] += evaluated - sampled
-            seconds["update"] += time.perf_counter() - evaluated
+        self.phase_seconds["sampling"] += sampled - started
+        self.phase_seconds["evaluation"] += evaluated - sampled
+        self.phase_seconds["update"] += time.perf_counter() - evaluated
         return rows
 
     def _evaluate_or_answer(self, archs: list[list[int]]) -> tuple[list[Evaluation], list[bool]]:
-        """Evaluate ``archs`` in one batch; with budget_mode unique, architectures evaluated
-        before (earlier in the batch included) are answered from the recorder's cache."""
-        answers = [self.recorder.answer(a) for a in archs]
+        """Evaluate ``archs`` in one batch, and which answers came from the cache: with budget_mode
+        unique, an architecture evaluated before (earlier in this batch too) is not evaluated again."""
+        answers = self.recorder.answers
+        if answers is None:  # budget_mode all
+            return self.evaluate_architectures(archs), [False] * len(archs)
         keys = [self.space.to_string(a) for a in archs]
-        fresh = [i for i, (k, ans) in enumerate(zip(keys, answers)) if ans is None and k not in keys[:i]]
-        if self.recorder.answers is None:
-            fresh = list(range(len(archs)))
-        new = dict(zip(fresh, self.evaluate_architectures([archs[i] for i in fresh]))) if fresh else {}
-        first = {keys[i]: new[i] for i in fresh}
-        evaluations = [new[i] if i in new else answers[i] or first[keys[i]] for i in range(len(archs))]
-        return evaluations, [i not in new for i in range(len(archs))]
+        first: dict[str, int] = {}  # new architectures: where each first occurs
+        for i, key in enumerate(keys):
+            if key not in answers and key not in first:
+                first[key] = i
+        new = dict(zip(first, self.evaluate_architectures([archs[i] for i in first.values()]))) if first else {}
+        return [new[k] if k in new else answers[k] for k in keys], [first.get(k) != i for i, k in enumerate(keys)]
 
     def propose(self, n: int) -> tuple[list[list[int]], list]:
         """``n`` architectures to evaluate next, and the RLlib episodes that sampled them."""
