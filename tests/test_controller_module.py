@@ -27,6 +27,17 @@ def build(config, space, params, tmp_path, **search):
     return config.debugging(seed=3, log_level="ERROR").build_algo()
 
 
+def rewarded_batch(algorithm, rewards):
+    """Sample one episode per reward, set the terminal rewards, run RLlib's learner connector:
+    (the architectures, the learner, its module, the batch the loss sees)."""
+    episodes = algorithm.env_runner.sample(num_episodes=len(rewards))
+    for ep, r in zip(episodes, rewards):
+        ep.set_rewards(new_data=np.float32(r), at_indices=-1)
+    archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
+    module, batch = learner_batch(algorithm, episodes)
+    return archs, algorithm.learner_group._learner, module, batch
+
+
 def learner_batch(algorithm, episodes):
     """What RLlib's learner connector hands the module: one padded sequence per episode."""
     learner = algorithm.learner_group._learner
@@ -82,13 +93,8 @@ def test_reinforce_loss_counts_only_real_decisions(ray_session, tmp_path):
     per-architecture hand calculation on the controller's own log-probs."""
     algorithm = build(ReinforceConfig(algo_class=FreeReinforce), "enas_macro", {"num_layers": 3}, tmp_path)
     try:
-        episodes = algorithm.env_runner.sample(num_episodes=4)
         rewards = [0.2, 0.4, 0.6, 0.9]
-        for ep, r in zip(episodes, rewards):
-            ep.set_rewards(new_data=np.float32(r), at_indices=-1)
-        archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
-        module, batch = learner_batch(algorithm, episodes)
-        learner = algorithm.learner_group._learner
+        archs, learner, module, batch = rewarded_batch(algorithm, rewards)
         config = learner.config
         with torch.no_grad():
             loss = learner.compute_loss_for_module(module_id="default_policy", config=config, batch=batch,
@@ -108,12 +114,7 @@ def test_ppo_loss_is_per_architecture(ray_session, tmp_path):
     architectures), plus ENAS's skip penalty per architecture: pinned by hand on a tiny batch."""
     algorithm = build(PPOSearchConfig(algo_class=FreePPO), "enas_macro", {"num_layers": 3}, tmp_path)
     try:
-        episodes = algorithm.env_runner.sample(num_episodes=4)
-        for ep, r in zip(episodes, [0.2, 0.4, 0.6, 0.9]):
-            ep.set_rewards(new_data=np.float32(r), at_indices=-1)
-        archs = torch.tensor([[int(a) for a in ep.get_actions()] for ep in episodes])
-        module, batch = learner_batch(algorithm, episodes)
-        learner = algorithm.learner_group._learner
+        archs, learner, module, batch = rewarded_batch(algorithm, [0.2, 0.4, 0.6, 0.9])
         config = learner.config
         with torch.no_grad():
             fwd = module.forward_train(batch)
