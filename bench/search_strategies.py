@@ -66,7 +66,7 @@ def main() -> None:
         for algo in args.algos:
             c = np.stack(curves[algo, mode])
             print(f"{algo:<12}" + "".join(f"{c[:, b - 1].mean():>10.4f} ± {c[:, b - 1].std():.4f}" for b in args.budgets))
-        print(f"rank of the best architecture found among the 15,625 (1 = optimum), median [min-max] over landscapes")
+        print("rank of the best architecture found among the 15,625 (1 = optimum), median [min-max] over landscapes")
         print(f"{'algorithm':<12}" + "".join(f"{'@' + str(b):>18}" for b in args.budgets))
         for algo in args.algos:
             r = np.array(ranks[algo, mode])

@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
