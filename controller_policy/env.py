@@ -39,19 +39,21 @@ class ArchitectureEnv(gym.Env):
         self._arch: list[int] = []
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {key: rows[-1] for key, rows in self.observations(self._arch).items()}
+        return {key: rows[0] for key, rows in self.observations(self._arch, start=len(self._arch)).items()}
 
-    def observations(self, arch: Sequence[int]) -> dict[str, np.ndarray]:
-        """The observations an episode taking ``arch`` (or a prefix of it) sees, stacked:
-        ``len(arch) + 1`` rows, from the reset through the observation after the last action.
-        After the last decision ``step`` stays at the last index and ``prefix`` is the architecture."""
+    def observations(self, arch: Sequence[int], start: int = 0) -> dict[str, np.ndarray]:
+        """The observations an episode taking ``arch`` (or a prefix of it) sees after ``start``
+        .. ``len(arch)`` actions, stacked (from the reset by default, through the observation after
+        the last action). After the last decision ``step`` stays at the last index and ``prefix``
+        is the architecture."""
         n, taken = self.space.num_decisions, len(arch)
-        steps = np.minimum(np.arange(taken + 1), n - 1)
-        prefix = np.zeros((taken + 1, n), np.int64)
+        counts = np.arange(start, taken + 1)  # actions taken before each row
+        steps = np.minimum(counts, n - 1)
+        prefix = np.zeros((len(counts), n), np.int64)
         if taken:
             prefix[:, :taken] = np.asarray(arch, np.int64)
-            prefix[np.arange(n)[None, :] >= np.arange(taken + 1)[:, None]] = 0
-        masks = np.stack([self.space.mask(int(s), arch[:t]) for t, s in enumerate(steps)]).astype(np.float32)
+            prefix[np.arange(n)[None, :] >= counts[:, None]] = 0
+        masks = np.stack([self.space.mask(int(s), arch[:c]) for c, s in zip(counts, steps)]).astype(np.float32)
         return {"step": steps[:, None].astype(np.int64), "prefix": prefix, "action_mask": masks}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -69,6 +69,7 @@ class ArchitectureEnvRunner(SingleAgentEnvRunner):
                 terminated=True,
                 len_lookback_buffer=0,
             )
+            # What a stepping runner's env steps would have set; get_metrics() reads the duration.
             episode._start_time, episode._last_step_time = started, time.time()
             episodes.append(episode)
         self._done_episodes_for_metrics.extend(episodes)

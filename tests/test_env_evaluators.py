@@ -88,3 +88,18 @@ def test_table_evaluator_malformed_files(tmp_path, content, message):
 def test_table_without_reward_key_needs_a_single_metric(tmp_path):
     with pytest.raises(ValueError, match="choose one as the reward key"):
         TableEvaluator(NB201Space(), write(tmp_path, {EX: {"valid": 1.0, "test": 2.0}}))
+
+
+def test_stacked_observations_are_what_stepping_sees():
+    """ArchitectureEnvRunner lays episodes out from ``observations``: they must equal the env's own steps."""
+    from controller_policy.env import ArchitectureEnv
+
+    env = ArchitectureEnv({"space": "enas_micro", "space_params": {"num_nodes": 2}})
+    arch = [0, 1, 2, 3, 1, 2, 4, 0] * 2
+    stacked = env.observations(arch)
+    obs, _ = env.reset()
+    for t, action in enumerate(arch + [None]):
+        for key in obs:
+            assert (obs[key] == stacked[key][t]).all(), (t, key)
+        if action is not None:
+            obs, *_ = env.step(action)
