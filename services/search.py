@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import ray
 import torch
+from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from controller_policy.algorithms import ALGORITHMS, SEARCH, build_evaluator
 from controller_policy.spaces import build_space
@@ -36,11 +37,10 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     else:
         algo = ALGORITHMS[cfg.algo]()
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
-    if cfg.episodes_per_iteration is not None:  # else the algorithm's own (tuned) default
-        algo.search(episodes_per_iteration=cfg.episodes_per_iteration)
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
-                evaluator=evaluator, budget=cfg.budget,
-                out_dir=out_dir, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
+                evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
+                # unset: the algorithm's own (tuned) default
+                episodes_per_iteration=NotProvided if cfg.episodes_per_iteration is None else cfg.episodes_per_iteration, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
                 budget_mode=cfg.budget_mode)
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
                  "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
