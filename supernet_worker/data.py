@@ -272,7 +272,8 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self._order, self._pos, self._passes = state["order"], state["pos"], state["passes"]
+        # "passes" is missing from checkpoints written before orders were drawn per pass
+        self._order, self._pos, self._passes = state["order"], state["pos"], state.get("passes", 0)
 
 
 @dataclass
