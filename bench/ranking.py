@@ -16,6 +16,7 @@ Sized for a 2-core CPU (about 25 minutes with the defaults).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -79,7 +80,7 @@ def main() -> None:
         cfg = RetrainConfig(seed=args.seed, out=str(work / f"child{i}"), workers=1, cpus_per_worker=2,
                             space=SpaceSection(name=args.space, params=params),
                             supernet=SupernetConfig(channels=args.channels, num_cells=1, bn_track_running_stats=True),
-                            data=DataConfig(**{**vars(data), "augment": True}),
+                            data=dataclasses.replace(data, augment=True),
                             train=TrainSettings(epochs=args.child_epochs, lr_max=0.05, lr_min=0.001)).validate()
         alone.append(float(run_retrain(cfg, arch_file)["test_accuracy"]))
         print(f"child {i + 1}/{len(children)} {space.to_string(arch)}: shared {shared[i]:.4f}  "
