@@ -16,7 +16,7 @@ from controller_policy.spaces import SPACES, build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import OptimConfig, data_parallel_plan
+from supernet_worker.worker import OptimConfig, ScoringConfig, data_parallel_plan
 
 EVALUATORS = ("supernet", "table")
 
@@ -81,6 +81,9 @@ class WeightSharingSection:
     """The supernet phase of each ENAS epoch and the final derivation."""
 
     epochs: int = 10
+    # The first warmup_epochs of the epochs train the supernet on uniformly sampled children and run
+    # no controller phase (a young supernet's rewards favour parameter-free ops); 0: ENAS.
+    warmup_epochs: int = 0
     archs_per_epoch: int = 64  # architectures the controller samples (and is rewarded for) per epoch
     train_steps: int | None = None  # shared-weight steps per epoch; None: one pass over the training split
     workers: int = 1
@@ -90,6 +93,7 @@ class WeightSharingSection:
     derive_samples: int = 100  # architectures sampled from the final controller ...
     top_k: int = 5  # ... scored on the whole validation split; the best k are kept
     checkpoint_every: int = 1  # epochs
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)  # how the shared weights score a child
 
 
 @dataclass
@@ -141,10 +145,21 @@ class SearchConfig:
                 data_parallel_plan(self.optim, self.data.batch_size, ws.workers, self.data.train_size)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-            expected = ws.epochs * ws.archs_per_epoch
+            if not 0 <= ws.warmup_epochs < ws.epochs:
+                raise ConfigError(f"weight_sharing.warmup_epochs must lie in [0, epochs = {ws.epochs}), "
+                                  f"got {ws.warmup_epochs}")
+            if ws.scoring.bn_calibration_batches * self.data.batch_size > self.data.train_size:
+                raise ConfigError(f"weight_sharing.scoring.bn_calibration_batches ({ws.scoring.bn_calibration_batches}"
+                                  f" x data.batch_size {self.data.batch_size}) exceeds data.train_size "
+                                  f"({self.data.train_size})")
+            if ws.scoring.same_batches and ws.scoring.reward_batches * self.data.eval_batch_size > self.data.valid_size:
+                raise ConfigError(f"weight_sharing.scoring.reward_batches ({ws.scoring.reward_batches} x "
+                                  f"data.eval_batch_size {self.data.eval_batch_size}) exceeds data.valid_size "
+                                  f"({self.data.valid_size})")
+            expected = (ws.epochs - ws.warmup_epochs) * ws.archs_per_epoch
             if self.budget is not None and self.budget != expected:
-                raise ConfigError(f"budget ({self.budget}) must equal weight_sharing.epochs x archs_per_epoch "
-                                  f"({expected}) with the supernet evaluator; leave budget unset")
+                raise ConfigError(f"budget ({self.budget}) must equal (weight_sharing.epochs - warmup_epochs) x "
+                                  f"archs_per_epoch ({expected}) with the supernet evaluator; leave budget unset")
             self.budget = expected
         elif self.budget is None:
             self.budget = 100

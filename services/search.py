@@ -31,7 +31,7 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         algo = ALGORITHMS[cfg.algo](algo_class=WS_ALGORITHMS[cfg.algo])
         evaluator = None
         spec = WorkerSpec(space=cfg.space.name, space_params=cfg.space.params, supernet=cfg.supernet, data=cfg.data,
-                          optim=cfg.optim, controller=cfg.controller, seed=cfg.seed,
+                          optim=cfg.optim, controller=cfg.controller, scoring=cfg.weight_sharing.scoring, seed=cfg.seed,
                           threads=max(1, int(cfg.weight_sharing.cpus_per_worker)))
         algo.weight_sharing = weight_sharing_settings(cfg.weight_sharing, spec)
     else:
@@ -53,9 +53,11 @@ def print_progress(result: dict[str, Any], cfg: SearchConfig, started: float) ->
     line = f"{int(s['archs_sampled'])}/{cfg.budget} architectures  best {s['best_reward']:.4f}"
     if SUPERNET in result:
         w = result[SUPERNET]
+        controller = ("warm-up: uniform children, no controller" if int(result['training_iteration'])
+                      <= cfg.weight_sharing.warmup_epochs else f"controller reward {w['controller_reward_mean']:.4f} "
+                      f"entropy {w['controller_entropy']:.2f}  " + line)
         line = (f"epoch {int(result['training_iteration'])}/{cfg.weight_sharing.epochs}  shared loss "
-                f"{w['shared_loss']:.3f} acc {w['shared_accuracy']:.3f}  controller reward "
-                f"{w['controller_reward_mean']:.4f} entropy {w['controller_entropy']:.2f}  " + line)
+                f"{w['shared_loss']:.3f} acc {w['shared_accuracy']:.3f}  {controller}")
     else:
         line += f"  mean reward {s['reward_mean']:.4f}"
     print(f"[raynas] {line}  ({time.time() - started:.0f}s)", flush=True)

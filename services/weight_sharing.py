@@ -24,7 +24,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from controller_policy import ControllerConfig, ENASController
-from controller_policy.algorithms import CONTROLLER_PHASES, PPOSearch, RandomSearch, RegularizedEvolution, Reinforce
+from controller_policy.algorithms import CONTROLLER_PHASES, SEARCH, PPOSearch, RandomSearch, RegularizedEvolution, Reinforce
 from controller_policy.evaluators import Evaluation
 from supernet_worker.pool import SupernetPool
 from supernet_worker.worker import WorkerSpec, data_parallel_plan
@@ -69,10 +69,12 @@ class WeightSharingMixin:
     # -- one ENAS epoch ------------------------------------------------------------------
     def training_step(self) -> None:
         self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)
+        warming_up = self.epoch < self.ws["warmup_epochs"]
         started = time.perf_counter()
-        shared = self.supernet_phase()
+        shared = self.supernet_phase(uniform=warming_up)
         self.phase_seconds["supernet"] = time.perf_counter() - started
-        rows = self.controller_phase()
+        self.epoch_entropies: list[float] = []
+        rows = [] if warming_up else self.controller_phase()
         self.epoch += 1
         if self.epoch == self.ws["epochs"]:
             started = time.perf_counter()
@@ -80,24 +82,26 @@ class WeightSharingMixin:
             self.phase_seconds["derive"] = time.perf_counter() - started
         self.end_epoch(shared, rows)
 
-    def supernet_phase(self) -> dict[str, float]:
-        self.pool.set_controller(None if self.uniform_policy else self.controller_weights())
+    def supernet_phase(self, uniform: bool = False) -> dict[str, float]:
+        self.pool.set_controller(None if uniform or self.uniform_policy else self.controller_weights())
         stats = self.pool.train((self.epoch + 1) * self.steps_per_epoch, self.steps_per_epoch)
         return {"loss": float(np.mean([s["loss"] for s in stats])),
                 "accuracy": float(np.mean([s["accuracy"] for s in stats])), "lr": stats[0]["lr"],
                 "images": float(sum(s["images"] for s in stats))}
 
     def controller_phase(self) -> list[dict[str, Any]]:
-        target = min(self.config.budget, (self.epoch + 1) * self.ws["archs_per_epoch"])
+        target = min(self.config.budget, (self.epoch + 1 - self.ws["warmup_epochs"]) * self.ws["archs_per_epoch"])
         rows: list[dict[str, Any]] = []
-        self.epoch_entropies: list[float] = []
         while self.recorder.count < target:
             rows += self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
             self.epoch_entropies += self.last_entropies
         return rows
 
     def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
-        return [Evaluation(acc, {"valid_acc": acc}) for acc in self.pool.evaluate(archs)]
+        # scoring.same_batches: one draw of minibatches per controller iteration, seeded by the
+        # architectures recorded so far (so a resumed search draws the same ones)
+        seed = self.config.seed * 1_000_003 + self.recorder.count if self.ws["scoring"]["same_batches"] else None
+        return [Evaluation(acc, {"valid_acc": acc}) for acc in self.pool.evaluate(archs, batch_seed=seed)]
 
     # -- controller access ---------------------------------------------------------------
     @property
@@ -119,7 +123,8 @@ class WeightSharingMixin:
         row = {"epoch": self.epoch, "shared_loss": shared["loss"], "shared_accuracy": shared["accuracy"],
                "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),
                "controller_entropy": float(np.mean(self.epoch_entropies)) if self.epoch_entropies else float("nan"),
-               "best_reward": self.recorder.best["reward"], "archs_sampled": self.recorder.count,
+               "best_reward": self.recorder.best["reward"] if self.recorder.best else float("nan"),
+               "archs_sampled": self.recorder.count,
                "lr": shared["lr"], "wall_time": time.time() - self.started,
                **{f"{phase}_s": seconds for phase, seconds in self.phase_seconds.items()}}
         path = self.out_dir / "metrics.csv"
@@ -132,10 +137,13 @@ class WeightSharingMixin:
         for key, value in row.items():
             if key != "epoch":
                 self.metrics.log_value((SUPERNET, key), float(value), window=1)
+        if not rows:  # a warm-up epoch: no controller iteration logged the search's progress
+            for key, value in (("archs_sampled", 0.0), ("best_reward", float("nan")), ("done", 0.0)):
+                self.metrics.log_value((SEARCH, key), value, window=1)
         # Workers restarted after a crash or a lost node, since the search began.
         self.metrics.log_value((SUPERNET, "worker_recoveries"), float(self.pool.recoveries), window=1)
         for key, value in row.items():
-            if key != "epoch":
+            if key != "epoch" and np.isfinite(value):  # a warm-up epoch has no controller figures
                 self.tensorboard().add_scalar(f"raynas/{key}", value, self.epoch)
         self.tensorboard().flush()
         write_report_png(path, self.out_dir / "report.png")

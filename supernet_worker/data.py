@@ -223,6 +223,17 @@ class Batches:
         self._pos += self.batch_size
         return self._batch(idx)
 
+    def fixed_batches(self, seed: int, count: int, batch_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
+        """``count`` minibatches drawn without replacement from the whole split (every shard
+        alike) by ``seed`` alone, without augmentation: the same on every rank and every call,
+        and the positions of ``next_batch`` untouched."""
+        size = batch_size or self.batch_size
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(seed))[: count * size]
+        if len(order) < count * size:
+            raise ValueError(f"{count} minibatches of {size} need {count * size} images; the split holds {len(self.y)}")
+        return [(self.normalise(self.x[idx.to(self.device)]), self.y[idx.to(self.device)])
+                for idx in order.split(size)]
+
     def _new_order(self) -> Tensor:
         n = len(self.y)
         if self.shuffle:
@@ -244,6 +255,10 @@ class Batches:
         if self.cutout:
             x = self._cutout(x)
         return x
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """uint8 NCHW images as the network sees them, without augmentation."""
+        return (images.float().div_(255.0) - self.mean) / self.std
 
     def _rand(self, high: int, size: int) -> Tensor:
         return torch.randint(0, high, (size,), generator=self.generator).to(self.device)

@@ -110,9 +110,10 @@ class SupernetPool:
         return self._with_recovery(
             lambda: ray.get([w.train.remote(until_step, steps_per_epoch) for w in self.workers]))
 
-    def evaluate(self, archs: Sequence[Sequence[int]], full: bool = False) -> list[float]:
+    def evaluate(self, archs: Sequence[Sequence[int]], full: bool = False, batch_seed: int | None = None) -> list[float]:
         """Spread architectures over the workers (all score at once); a dead worker's share is
-        re-run once the pool has recovered, so every architecture gets exactly one result."""
+        re-run once the pool has recovered, so every architecture gets exactly one result.
+        ``batch_seed``: all are scored on the same validation minibatches (``SupernetWorker.evaluate``)."""
         archs = [list(a) for a in archs]
         results: list[float | None] = [None] * len(archs)
         for attempt in range(self.max_restarts + 1):
@@ -120,7 +121,7 @@ class SupernetPool:
             if not todo:
                 break
             shares = [todo[k :: self.size] for k in range(self.size)]
-            refs = {k: self.workers[k].evaluate.remote([archs[i] for i in share], full)
+            refs = {k: self.workers[k].evaluate.remote([archs[i] for i in share], full, batch_seed)
                     for k, share in enumerate(shares) if share}
             failed = False
             for k, ref in refs.items():

@@ -12,7 +12,7 @@ import datetime
 import math
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch.distributed as dist
 from controller_policy import ControllerConfig, ENASController, build_space
 
 from .data import DataConfig, make_splits
-from .supernets import SupernetConfig, build_supernet
+from .supernets import SupernetConfig, build_supernet, recalibrated_batch_norm
 
 
 DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
@@ -71,6 +71,34 @@ class OptimConfig:
 
 
 @dataclass
+class ScoringConfig:
+    """How the shared weights score a child (``weight_sharing.scoring``). Defaults are ENAS's.
+
+    - ``reward_batches``: validation minibatches whose accuracy is averaged into one reward
+      (ENAS: 1). More batches, less noise, proportionally more evaluation time.
+    - ``same_batches``: every architecture of one controller iteration is scored on the same
+      minibatches (drawn anew each iteration), so rewards compared with each other (the
+      baseline, PPO's advantages) differ by architecture, not by batch difficulty.
+    - ``bn_calibration_batches``: 0 normalises with the scored batch's own statistics (the
+      supernet has no running averages: they would mix every child). N > 0 re-estimates each
+      child's batch-norm statistics on N fixed training minibatches before scoring it in eval
+      mode (as SPOS, Guo et al. 2020), for rewards and the derivation alike; N forward passes
+      per child.
+    """
+
+    reward_batches: int = 1
+    same_batches: bool = False
+    bn_calibration_batches: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reward_batches < 1:
+            raise ValueError(f"weight_sharing.scoring.reward_batches must be >= 1, got {self.reward_batches}")
+        if self.bn_calibration_batches < 0:
+            raise ValueError("weight_sharing.scoring.bn_calibration_batches must be >= 0, got "
+                             f"{self.bn_calibration_batches}")
+
+
+@dataclass
 class WorkerSpec:
     """Everything a worker needs to build its replica (identical on every rank)."""
 
@@ -80,6 +108,7 @@ class WorkerSpec:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     seed: int = 0
     threads: int = 1  # torch CPU threads per worker
 
@@ -132,6 +161,7 @@ class SupernetWorker:
         self.global_step = 0
         self.world_size = 1
         self.meta_group = None  # a CPU (gloo) group for which-gradients-exist bookkeeping
+        self._calibration: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # see _calibration_batches
 
     # -- process group ---------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -172,6 +202,11 @@ class SupernetWorker:
             for start in range(0, n, SAMPLE_CHUNK):  # bounds the walk's memory on long phases
                 archs += self.controller.sample(min(SAMPLE_CHUNK, n - start), self.sampler).actions.tolist()
         return archs
+
+    def set_scoring(self, scoring: ScoringConfig) -> None:
+        """Score children this way from now on (``bench/ranking.py`` compares the options)."""
+        self.spec = replace(self.spec, scoring=scoring)
+        self._calibration = None
 
     # -- training and evaluation -----------------------------------------------------------
     def train(self, until_step: int, steps_per_epoch: int) -> dict[str, float]:
@@ -230,19 +265,38 @@ class SupernetWorker:
             offset += n
 
     @torch.no_grad()
-    def evaluate(self, archs: list[list[int]], full: bool = False) -> list[float]:
-        """Validation accuracy of each architecture: on one minibatch (the controller's reward,
-        as ENAS) or, with ``full``, on the whole validation split."""
+    def evaluate(self, archs: list[list[int]], full: bool = False, batch_seed: int | None = None) -> list[float]:
+        """Validation accuracy of each architecture: the controller's reward (on
+        ``scoring.reward_batches`` minibatches, each architecture its own unless ``batch_seed``
+        picks the same ones for all, alike on every rank) or, with ``full``, on the whole
+        validation split."""
         self.net.eval()
+        scoring = self.spec.scoring
+        valid = self.splits.valid
+        same = None if full or batch_seed is None else valid.fixed_batches(batch_seed, scoring.reward_batches)
         accs = []
         for arch in archs:
-            batches = iter(self.splits.valid) if full else [self.splits.valid.next_batch()]
-            correct = seen = 0
-            for x, y in batches:
-                correct += (self.net(x, arch).argmax(1) == y).sum().item()
-                seen += len(y)
-            accs.append(correct / seen)
+            if full:
+                batches = iter(valid)
+            else:
+                batches = same if same is not None else [valid.next_batch() for _ in range(scoring.reward_batches)]
+            with recalibrated_batch_norm(self.net, arch, self._calibration_batches()):
+                correct = torch.zeros((), dtype=torch.long, device=self.device)
+                seen = 0
+                for x, y in batches:
+                    correct += (self.net(x, arch).argmax(1) == y).sum()
+                    seen += len(y)
+            accs.append(correct.item() / seen)
         return accs
+
+    def _calibration_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The fixed training minibatches that re-estimate a child's batch-norm statistics."""
+        n = self.spec.scoring.bn_calibration_batches
+        if not n:
+            return None
+        if self._calibration is None:
+            self._calibration = self.splits.train.fixed_batches(self.spec.seed, n, self.spec.data.batch_size)
+        return self._calibration
 
     # -- state -----------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from controller_policy.spaces import SearchSpace
 
-from .base import Supernet, SupernetConfig
+from .base import Supernet, SupernetConfig, recalibrated_batch_norm
 from .macro import MacroNet
 from .micro import MicroNet
 from .nb201 import NB201Net
@@ -34,4 +34,4 @@ def load_shared_weights(child: Supernet, supernet: Supernet) -> None:
 
 
 __all__ = ["Supernet", "SupernetConfig", "MacroNet", "MicroNet", "NB201Net", "build_supernet", "build_child",
-           "load_shared_weights"]
+           "load_shared_weights", "recalibrated_batch_norm"]

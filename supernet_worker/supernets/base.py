@@ -1,9 +1,11 @@
 """What every supernet shares: its config, the fixed-architecture (child) mode and the head."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from controller_policy.spaces import Arch, SearchSpace
@@ -79,3 +81,32 @@ class Supernet(nn.Module):
         for module in self.modules():
             if hasattr(module, "drop_prob"):
                 module.drop_prob = prob
+
+
+@contextmanager
+def recalibrated_batch_norm(net: nn.Module, arch: Sequence[int],
+                            batches: Sequence[tuple[Tensor, Tensor]] | None) -> Iterator[None]:
+    """Inside, ``net`` (in eval mode) normalises with the statistics of child ``arch`` measured on
+    ``batches``; afterwards its batch norms are as before (no running averages). ``None``: no
+    calibration, each batch normalises with its own statistics."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) and not m.track_running_stats] if batches else []
+    was_training, momenta = net.training, [m.momentum for m in bns]
+    try:
+        for m in bns:
+            device = m.weight.device if m.weight is not None else None
+            m.running_mean = torch.zeros(m.num_features, device=device)
+            m.running_var = torch.ones(m.num_features, device=device)
+            m.num_batches_tracked = torch.zeros((), dtype=torch.long, device=device)
+            m.track_running_stats, m.momentum = True, None  # momentum None: the plain average over the batches
+        if bns:
+            net.train()
+            with torch.no_grad():
+                for x, _ in batches:
+                    net(x, arch)
+            net.eval()
+        yield
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+            m.track_running_stats, m.momentum = False, momentum
+        net.train(was_training)
