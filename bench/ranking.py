@@ -2,16 +2,20 @@
 
 1. A supernet trains for ``--epochs`` epochs on uniformly sampled children (the supernet phase of
    the search, ``SupernetPool``/``SupernetWorker``, one worker).
-2. ``--children`` children drawn uniformly (seeded) are scored with the shared weights on the
-   whole validation split (as the derivation scores them).
+2. ``--children`` children drawn uniformly (seeded) are scored with the shared weights under every
+   ``weight_sharing.scoring`` option worth comparing: the controller's reward (one minibatch per
+   child as ENAS, several, the same minibatches for all children, batch norm re-calibrated) over
+   ``--draws`` draws of minibatches, and the derivation's score on the whole validation split.
 3. Each child is trained stand-alone with the retrain code (``raynas retrain``: a Ray Train
-   ``TorchTrainer``) on a short schedule and scored on the test split.
-4. Printed: both accuracies per child, Kendall's tau and Spearman's rho between them, and the
-   stand-alone rank of the supernet's top 3.
+   ``TorchTrainer``) on a short schedule and scored on the test split. These results are kept in
+   ``--cache`` (per setting), so a second run only trains the supernet again.
+4. Printed: both accuracies per child; per scoring option Kendall's tau and Spearman's rho against
+   the stand-alone accuracies (mean ± std over the draws) and the stand-alone rank of that
+   option's top 3.
 
     python bench/ranking.py --data-dir ../shared/data/cifar10 [--space nb201] [--epochs 15] [--children 16]
 
-Sized for a 2-core CPU (about 25 minutes with the defaults).
+Sized for a 2-core CPU (about 30 minutes with the defaults, 8 with the stand-alone results cached).
 """
 from __future__ import annotations
 
@@ -33,7 +37,21 @@ from supernet_worker.data import DataConfig
 from supernet_worker.pool import SupernetPool
 from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import OptimConfig, WorkerSpec, data_parallel_plan
+from supernet_worker.worker import OptimConfig, ScoringConfig, WorkerSpec, data_parallel_plan
+
+CALIBRATION = 8  # training minibatches that re-estimate a child's batch-norm statistics
+#: (label, scoring, whole validation split?) in the order printed
+VARIANTS = [
+    ("reward: 1 minibatch per child (ENAS)", ScoringConfig(), False),
+    ("reward: 4 minibatches per child", ScoringConfig(reward_batches=4), False),
+    ("reward: the same minibatch for all", ScoringConfig(same_batches=True), False),
+    ("reward: the same 4 minibatches for all", ScoringConfig(reward_batches=4, same_batches=True), False),
+    (f"reward: the same minibatch, BN re-calibrated ({CALIBRATION})",
+     ScoringConfig(same_batches=True, bn_calibration_batches=CALIBRATION), False),
+    ("whole validation split", ScoringConfig(), True),
+    (f"whole validation split, BN re-calibrated ({CALIBRATION})", ScoringConfig(bn_calibration_batches=CALIBRATION),
+     True),
+]
 
 
 def main() -> None:
@@ -47,14 +65,16 @@ def main() -> None:
     parser.add_argument("--valid-size", type=int, default=1000)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=10, help="draws of reward minibatches per scoring option")
+    parser.add_argument("--cache", default="runs/ranking/standalone.json", help="stand-alone results per setting")
     args = parser.parse_args()
     params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
     space = build_space(args.space, **params)
     data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
-                       batch_size=64, eval_batch_size=250)
+                       batch_size=64, eval_batch_size=100)
             if args.data_dir else DataConfig(source="synthetic", synthetic_train=args.train_size + args.valid_size,
                                              synthetic_test=1000, train_size=args.train_size,
-                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=250))
+                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=100))
     net = SupernetConfig(channels=args.channels, num_cells=1)
     optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # Ray Train needs the dashboard
@@ -69,34 +89,61 @@ def main() -> None:
         print(f"supernet epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} "
               f"[{time.time() - started:.0f}s]", flush=True)
     children = space.sample_batch(np.random.default_rng(args.seed + 1), args.children).tolist()
-    shared = pool.evaluate(children, full=True)
+    worker = pool.workers[0]
+    scores = {}  # label -> [draws][children]
+    for label, scoring, full in VARIANTS:
+        ray.get(worker.set_scoring.remote(scoring))
+        draws = 1 if full else args.draws
+        scores[label] = [pool.evaluate(children, full=full, batch_seed=d if scoring.same_batches else None)
+                         for d in range(draws)]
+    print(f"scored under {len(VARIANTS)} options [{time.time() - started:.0f}s]", flush=True)
     pool.shutdown()
+    shared = scores["whole validation split"][0]
 
+    cache_file = Path(args.cache)
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    setting = (f"{args.space} {json.dumps(params)} data={args.data_dir or 'synthetic'} train={args.train_size} "
+               f"channels={args.channels} epochs={args.child_epochs} seed={args.seed}")
+    known = cache.setdefault(setting, {})
     work = Path(tempfile.mkdtemp(prefix="raynas-ranking-"))
     alone = []
     for i, arch in enumerate(children):
-        arch_file = work / f"child{i}.json"
-        arch_file.write_text(json.dumps({"arch": space.to_string(arch), "space": space.name, "space_params": params}))
-        cfg = RetrainConfig(seed=args.seed, out=str(work / f"child{i}"), workers=1, cpus_per_worker=2,
-                            space=SpaceSection(name=args.space, params=params),
-                            supernet=SupernetConfig(channels=args.channels, num_cells=1, bn_track_running_stats=True),
-                            data=dataclasses.replace(data, augment=True),
-                            train=TrainSettings(epochs=args.child_epochs, lr_max=0.05, lr_min=0.001)).validate()
-        alone.append(float(run_retrain(cfg, arch_file)["test_accuracy"]))
-        print(f"child {i + 1}/{len(children)} {space.to_string(arch)}: shared {shared[i]:.4f}  "
-              f"stand-alone {alone[-1]:.4f}  [{time.time() - started:.0f}s]", flush=True)
+        name = space.to_string(arch)
+        if name not in known:
+            arch_file = work / f"child{i}.json"
+            arch_file.write_text(json.dumps({"arch": name, "space": space.name, "space_params": params}))
+            cfg = RetrainConfig(seed=args.seed, out=str(work / f"child{i}"), workers=1, cpus_per_worker=2,
+                                space=SpaceSection(name=args.space, params=params),
+                                supernet=SupernetConfig(channels=args.channels, num_cells=1,
+                                                        bn_track_running_stats=True),
+                                data=dataclasses.replace(data, augment=True),
+                                train=TrainSettings(epochs=args.child_epochs, lr_max=0.05, lr_min=0.001)).validate()
+            known[name] = float(run_retrain(cfg, arch_file)["test_accuracy"])
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(cache, indent=1) + "\n")  # kept as they come
+        alone.append(known[name])
+        print(f"child {i + 1}/{len(children)} {name}: shared {shared[i]:.4f}  stand-alone {alone[-1]:.4f}  "
+              f"[{time.time() - started:.0f}s]", flush=True)
     ray.shutdown()
 
-    tau, rho = kendalltau(shared, alone), spearmanr(shared, alone)
     alone_rank = {i: r + 1 for r, i in enumerate(np.argsort(alone)[::-1])}
-    top3 = np.argsort(shared)[::-1][:3]
     print(f"\n{args.space}: supernet {args.epochs} epochs (uniform sampling), {args.children} uniform children, "
-          f"stand-alone {args.child_epochs} epochs on {args.train_size} images")
-    print(f"Kendall tau {tau.statistic:.3f} (p {tau.pvalue:.2g})   Spearman rho {rho.statistic:.3f} (p {rho.pvalue:.2g})")
-    print("stand-alone rank of the supernet's top 3: "
-          + ", ".join(f"#{alone_rank[i]} of {len(children)}" for i in top3))
-    print(f"shared-weight accuracy {np.mean(shared):.3f} ± {np.std(shared):.3f}, stand-alone {np.mean(alone):.3f} ± "
-          f"{np.std(alone):.3f}  [{time.time() - started:.0f}s]")
+          f"stand-alone {args.child_epochs} epochs on {args.train_size} images; rewards over {args.draws} draws "
+          f"of {data.eval_batch_size}-image minibatches")
+    print(f"{'scoring':<58} {'Kendall tau':>16} {'Spearman rho':>16}  stand-alone rank of its top 3  "
+          "noise/spread")
+    for label, draws in scores.items():
+        taus = [kendalltau(d, alone).statistic for d in draws]
+        rhos = [spearmanr(d, alone).statistic for d in draws]
+        mean = np.mean(draws, axis=0)  # top 3 by the average over the draws
+        top3 = ", ".join(f"#{alone_rank[i]}" for i in np.argsort(-mean, kind="stable")[:3])
+        # how much of a reward is the draw of minibatches: a child's std over the draws (mean over
+        # children), relative to the spread of the children's mean rewards
+        noise = np.std(draws, axis=0).mean() / np.std(mean) if len(draws) > 1 else 0.0
+        print(f"{label:<58} {np.mean(taus):>7.3f} ± {np.std(taus):<6.3f} {np.mean(rhos):>7.3f} ± {np.std(rhos):<6.3f}"
+              f"  {top3 + f' of {len(children)}':<31} {noise:.2f}")
+    print(f"shared-weight accuracy (whole split) {np.mean(shared):.3f} ± {np.std(shared):.3f}, stand-alone "
+          f"{np.mean(alone):.3f} ± {np.std(alone):.3f}  [{time.time() - started:.0f}s]")
 
 
 if __name__ == "__main__":
