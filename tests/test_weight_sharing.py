@@ -167,7 +167,7 @@ def test_more_gpus_than_the_cluster_has(ray_session, tmp_path):
     assert not (tmp_path / "trajectory.jsonl").exists()
 
 
-@pytest.mark.parametrize("preset", ["quick-cpu", "enas-macro", "enas-micro", "nb201-ws", "seed-macro3", "tabular-nb201"])
+@pytest.mark.parametrize("preset", ["quick-cpu", "enas-macro", "enas-micro", "nb201-ws", "nb201-ws-cpu", "seed-macro3", "tabular-nb201"])
 def test_presets_load(preset):
     from pathlib import Path
 
