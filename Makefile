@@ -1,5 +1,5 @@
 # The README's two commands: `make search` (the main job) and `make test`.
-# Each creates .venv when missing and installs raynas (editable) with its test extras.
+# Each creates .venv when missing and installs raynas (editable) with its test and export extras.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.raynas-installed
@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,export]'
 	touch $(STAMP)
 
 search: $(STAMP)

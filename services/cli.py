@@ -141,7 +141,36 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     files = outputs(cfg)
     print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
           f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
-    print(f"[raynas] {files['metrics']}, {files['model']}, {files['torchscript']}")
+    print(f"[raynas] {files['metrics']}, {files['model']} and its exports: "
+          + ", ".join(str(path) for key, path in files.items() if key not in ("metrics", "model") and path.exists()))
+    model_json = json.loads(files["model_json"].read_text())
+    for fmt, entry in model_json["files"].items():
+        if entry.get("file") is None:
+            print(f"[raynas] {fmt}: {entry['reason']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from supernet_worker.export import FORMATS, ExportError
+    from supernet_worker.retrain import export_model, load_model
+
+    model = Path(args.model)
+    if not model.is_file():
+        fail(f"{model}: no such file (a model.pt that raynas retrain wrote)")
+    out = Path(args.out) if args.out else model.parent / FORMATS[args.format]
+    if out.is_dir():
+        out = out / FORMATS[args.format]
+    try:
+        load_model(model)
+    except Exception as exc:  # torch.load of an arbitrary file raises anything from pickle to zip errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fail(f"{model}: not a model.pt written by raynas retrain ({type(exc).__name__}: {reason})")
+    try:
+        written = export_model(model, [args.format], out.parent, names={args.format: out.name})
+    except ExportError as exc:
+        fail(str(exc))
+    if written[args.format].startswith("not written"):
+        fail(written[args.format][len("not written: "):])
+    print(f"[raynas] {written[args.format]}")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -207,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--address", help="Ray cluster address")
     retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     retrain.set_defaults(func=cmd_retrain)
+
+    export = sub.add_parser("export", help="re-export a retrained model.pt (torch.export, ONNX or TorchScript)")
+    export.add_argument("model", help="model.pt written by raynas retrain")
+    export.add_argument("--format", required=True, choices=["pt2", "onnx", "torchscript"],
+                        help="pt2: torch.export program; onnx: ONNX (opset 18, needs raynas[export]); "
+                             "torchscript: deprecated upstream")
+    export.add_argument("--out", help="file (or directory) to write; default: beside MODEL as model.<format>")
+    export.set_defaults(func=cmd_export)
 
     show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
     show.add_argument("arch", help="architecture file")

@@ -15,7 +15,8 @@ from ray.train import CheckpointConfig, RunConfig, ScalingConfig, TrainingFailed
 from ray.train.torch import TorchTrainer
 
 from controller_policy.spaces import build_space, load_arch_file
-from supernet_worker.retrain import MODEL_FILE, TORCHSCRIPT_FILE, train_child
+from supernet_worker.export import FORMATS, MODEL_JSON
+from supernet_worker.retrain import MODEL_FILE, train_child
 
 from .config import RetrainConfig
 from .ray_cluster import connect
@@ -30,7 +31,7 @@ def load_architecture(cfg: RetrainConfig, arch_file: str | Path) -> list[int]:
 
 
 def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
-    """Train; return the last epoch's metrics. Files: metrics.csv, model.pt, model.torchscript.pt."""
+    """Train; return the last epoch's metrics. Files: metrics.csv, model.pt, its exports, model.json."""
     arch = load_architecture(cfg, arch_file)
     data = cfg.data
     if data.data_dir:  # the workers run elsewhere (their own directory, maybe another node)
@@ -71,6 +72,7 @@ def _root_cause(exc: BaseException) -> str:
 
 def outputs(cfg: RetrainConfig) -> dict[str, Path]:
     out = Path(cfg.out).resolve()
-    return {"metrics": out / "metrics.csv", "model": out / MODEL_FILE, "torchscript": out / TORCHSCRIPT_FILE}
+    return {"metrics": out / "metrics.csv", "model": out / MODEL_FILE,
+            **{fmt: out / name for fmt, name in FORMATS.items()}, "model_json": out / MODEL_JSON}
 
 

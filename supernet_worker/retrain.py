@@ -3,7 +3,8 @@
 ``train_child`` is the per-worker loop of a ``TorchTrainer``: every worker builds the child,
 ``prepare_model`` wraps it in DDP (gloo on CPU, NCCL on GPU), each trains on its shard of the
 training set and scores its shard of the test set (sums all-reduced). Rank 0 writes
-``metrics.csv`` and a checkpoint every epoch, and at the end ``model.pt`` and a TorchScript export.
+``metrics.csv`` and a checkpoint every epoch, and at the end ``model.pt`` and its exports
+(``supernet_worker.export``: ``model.pt2``, ``model.onnx``, ``model.torchscript.pt``, ``model.json``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import csv
 import math
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
 from controller_policy.spaces import build_space
 
 from .data import Batches, DataConfig, channel_stats, load_dataset
+from .export import FORMATS, ExportedClassifier, ExportError, export_classifier, write_model_json
 from .supernets import SupernetConfig, build_child
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_accuracy", "lr", "wall_time"]
-MODEL_FILE, TORCHSCRIPT_FILE = "model.pt", "model.torchscript.pt"
+MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -53,19 +54,6 @@ class TrainSettings:
 
     def lr(self, epoch: int) -> float:
         return self.lr_min + 0.5 * (self.lr_max - self.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs))
-
-
-class ExportedClassifier(nn.Module):
-    """What the TorchScript file holds: float images in [0, 1], [N, C, H, W] -> class logits."""
-
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net((images - self.mean) / self.std)
 
 
 def training_indices(num_images: int, config: DataConfig) -> np.ndarray:
@@ -181,21 +169,52 @@ def _append_metrics(path: Path, row: dict[str, float]) -> None:
 
 
 def save_model(out: Path, child: nn.Module, config: dict[str, Any], space: Any, image_shape: tuple[int, int, int],
-               num_classes: int, mean: list[float], std: list[float]) -> None:
-    """``model.pt`` (weights + everything ``load_model`` needs) and a TorchScript export."""
+               num_classes: int, mean: list[float], std: list[float]) -> dict[str, str]:
+    """``model.pt`` (weights + everything ``load_model`` needs, and the last epoch's test accuracy
+    from ``metrics.csv``) and its exports; returns format -> file written or why not."""
     child.eval()
     height, width, in_channels = image_shape
+    with (out / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
     torch.save({"state_dict": child.state_dict(), "space": config["space"], "space_params": config["space_params"],
                 "arch": list(config["arch"]), "arch_string": space.to_string(config["arch"]),
                 "arch_json": space.to_json(config["arch"]), "supernet": asdict(config["supernet"]),
                 "in_channels": in_channels, "image_size": [height, width], "num_classes": num_classes,
-                "mean": list(mean), "std": list(std)},
+                "mean": list(mean), "std": list(std), "test_accuracy": float(last["test_accuracy"]),
+                "test_split": test_split(config["data"])},
                out / MODEL_FILE)
-    exported = ExportedClassifier(child, mean, std).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated for new code, still supported
-        traced = torch.jit.trace(exported, torch.rand(2, in_channels, height, width))
-    traced.save(str(out / TORCHSCRIPT_FILE))
+    return export_model(out / MODEL_FILE, FORMATS, out)
+
+
+def test_split(data: DataConfig) -> str:
+    """Which images ``test_accuracy`` was measured on."""
+    if data.source == "synthetic":
+        return f"generated test split ({data.synthetic_test} images)"
+    return "the dataset's test split (all of it; never used for training or selection)"
+
+
+def export_model(model_file: str | Path, formats: Any, out: str | Path,
+                 names: dict[str, str] | None = None) -> dict[str, str]:
+    """Export the network saved in ``model_file`` in each of ``formats`` into ``out`` and, when
+    ``out`` holds ``model_file``, (re)write ``model.json`` there. Returns format -> the file
+    written, or "not written: <why>" (an export failure is reported, not raised, so a retrain
+    still ends with every file that could be written; ``raynas export`` turns it into an error)."""
+    out = Path(out)
+    child, saved = load_model(model_file)
+    model = ExportedClassifier(child, saved["mean"], saved["std"]).eval()
+    example = torch.rand(2, saved["in_channels"], *saved["image_size"])
+    written: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for fmt in formats:
+        target = out / (names or FORMATS)[fmt]
+        try:
+            written[fmt] = str(export_classifier(model, example, fmt, target))
+        except ExportError as exc:
+            missing[fmt] = str(exc)
+            print(f"[raynas] {target.name} not written: {exc}", flush=True)
+    if Path(model_file).resolve().parent == out.resolve():  # model.json describes the files beside model.pt
+        write_model_json(out, saved, missing)
+    return {**written, **{fmt: f"not written: {why}" for fmt, why in missing.items()}}
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
