@@ -82,11 +82,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
                             runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
-                            tls_cert=args.tls_cert, tls_key=args.tls_key, poll_interval_s=args.poll_interval)
+                            tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
+                            poll_interval_s=args.poll_interval)
         service = start_service(cfg)
     except (ValueError, JobsError) as exc:
         fail(str(exc))
-    scheme = "TLS" if cfg.tls_cert else "plaintext"
+    scheme = "TLS" if cfg.tls_cert else "plaintext" + (", --insecure" if not cfg.is_loopback else "")
     print(f"[raynas] search service on {cfg.host}:{service.port} ({scheme}"
           f"{', bearer token required' if cfg.token else ''}); records in {cfg.db}", flush=True)
     done = threading.Event()
@@ -191,7 +192,7 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     jobs.set_defaults(func=cmd_jobs)
 
     serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
-    serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token")
+    serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token and TLS (or --insecure)")
     serve.add_argument("--port", type=int, default=50051)
     serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
     serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
@@ -201,6 +202,8 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--token-env", help="... or the name of an environment variable holding it")
     serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key: TLS")
     serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without TLS (the token travels in plaintext; logged)")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks at Ray's jobs")
     serve.set_defaults(func=cmd_serve)
 

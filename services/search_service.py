@@ -54,6 +54,7 @@ class ServiceConfig:
     token: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
+    insecure: bool = False  # plaintext beyond loopback: tokens cross the network in clear (logged)
     poll_interval_s: float = 1.0
     max_workers: int = 8  # threads for handlers that call Ray or read files
     max_message_bytes: int = 1 << 20
@@ -72,6 +73,9 @@ class ServiceConfig:
             raise ValueError("the bearer token must be at least 16 characters")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port {self.port}: not a port")
+        if not self.is_loopback and not self.tls_cert and not self.insecure:
+            raise ValueError(f"--host {self.host}: binding beyond the loopback interface requires TLS "
+                             "(--tls-cert and --tls-key), or --insecure to send the bearer token in plaintext")
         return self
 
     @property
@@ -472,6 +476,9 @@ def start_service(cfg: ServiceConfig) -> RunningService:
             creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())])
             port = server.add_secure_port(address, creds)
         else:
+            if not cfg.is_loopback:  # validate() allowed it only with --insecure
+                log.warning("serving %s in plaintext (--insecure): bearer tokens and searches cross the network "
+                            "unencrypted", address)
             port = server.add_insecure_port(address)
         await server.start()
         for name in ("", SERVICE_NAME):

@@ -205,12 +205,26 @@ def test_token_and_tls(service_cfg, tmp_path):
 @pytest.mark.parametrize("changes, said", [
     ({"host": "0.0.0.0"}, "requires a bearer token"),
     ({"host": "0.0.0.0", "token": "short"}, "at least 16 characters"),
+    ({"host": "0.0.0.0", "token": "t" * 16}, "requires TLS .*or --insecure"),
+    ({"host": "192.0.2.1", "token": "t" * 16, "insecure": False}, "requires TLS"),
     ({"tls_cert": "/nonexistent/cert.pem"}, "go together"),
     ({"tls_cert": "/nonexistent/cert.pem", "tls_key": "/nonexistent/key.pem"}, "no such file"),
 ])
 def test_unsafe_service_configs_are_refused(changes, said):
     with pytest.raises(ValueError, match=said):
         ServiceConfig(**changes).validate()
+
+
+def test_plaintext_beyond_loopback_only_when_asked_for_and_logged(ray_head, tmp_path, caplog):
+    import logging
+
+    cfg = ServiceConfig(host="0.0.0.0", port=0, token="t" * 16, insecure=True, db=str(tmp_path / "s.db"),
+                        runs_dir=str(tmp_path / "runs"), ray_address=ray_head.jobs_url)
+    assert cfg.validate() is cfg
+    with caplog.at_level(logging.WARNING, logger="services.search_service"):
+        running = start_service(cfg)
+        running.stop()
+    assert any("in plaintext (--insecure)" in r.getMessage() for r in caplog.records)
 
 
 def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
@@ -236,11 +250,13 @@ def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
     assert code == 2 and "--space resnet" in err
     code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "0")
     assert code == 2 and "requires a bearer token" in err
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "0", "--token-file", str(token_file))
+    assert code == 2 and "requires TLS (--tls-cert and --tls-key), or --insecure" in err
 
     # The real entry point in its own process: serves, answers health checks, stops on SIGTERM.
     port = free_port()
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--ray-address",
                              ray_head.jobs_url, "--db", str(tmp_path / "cli.db"), "--runs-dir", str(tmp_path / "runs"),
                              "--token-file", str(token_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
