@@ -228,19 +228,26 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     @_guarded(blocking=True)
     def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
-        record = self._get(request.id)
-        if record.terminal:
-            return search_message(record)
-        self.store.update(record.id, cancel_requested=1)
-        if not record.submitted:
-            self.store.update(record.id, state="CANCELLED", error="cancelled before it was submitted to Ray")
-        else:
-            try:
-                self.jobs.stop(record.job_id)
-            except JobsError as exc:  # the poller tries again
-                log.warning("stopping %s: %s", record.job_id, exc)
+        self._get(request.id)  # bad or unknown ids fail before waiting for the lock
+        # Under the submission lock: a submit in flight finishes first (its record then says
+        # submitted and its job is stopped here), or sees cancel_requested and never starts.
+        with self._submitting:
+            record = self._get(request.id)
+            if record.terminal:
+                return search_message(record)
+            self.store.update(record.id, cancel_requested=1)
+            if not record.submitted:
+                self.store.update(record.id, state="CANCELLED", error="cancelled before it was submitted to Ray")
+            else:
+                self._stop_job(record)
         self._wake.set()
         return search_message(self.store.get(record.id))
+
+    def _stop_job(self, record: SearchRecord) -> None:
+        try:
+            self.jobs.stop(record.job_id)
+        except JobsError as exc:  # the poller tries again (the record keeps cancel_requested)
+            log.warning("stopping %s: %s", record.job_id, exc)
 
     @_guarded(blocking=True)
     def GetResult(self, request: pb.GetResultRequest, context) -> pb.Result:
@@ -293,6 +300,11 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             self.store.update(record.id, submitted=1, error="")
         except JobsError as exc:
             self.store.update(record.id, error=f"waiting for Ray: {exc}")
+            return
+        # Re-checked after the job started: a cancel recorded meanwhile (by any path) stops it.
+        current = self.store.get(record.id, with_config=False)
+        if current is not None and current.cancel_requested:
+            self._stop_job(current)
 
     # -- following the jobs --------------------------------------------------------------------
     def reconcile(self) -> None:

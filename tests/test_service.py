@@ -112,6 +112,51 @@ def test_cancel_a_running_search(client, table):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "CANCELLED" in err.value.details()
 
 
+def test_a_cancel_racing_the_submission_stops_the_job_that_started(ray_head, table, tmp_path, monkeypatch):
+    """The submission is held inside the Jobs API call while CancelSearch arrives: the job that
+    then starts is stopped, and the search ends CANCELLED (not RUNNING forever)."""
+    import threading
+
+    import services.search_service as search_service
+
+    inside, release = threading.Event(), threading.Event()
+
+    class SlowJobs(RaynasJobs):  # a real Jobs API client whose submit is held at the door
+        def submit(self, *args, **kwargs):
+            inside.set()
+            release.wait(30)
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(search_service, "RaynasJobs", SlowJobs)
+    running = start_service(ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"),
+                                          runs_dir=str(tmp_path / "runs"), poll_interval_s=0.3))
+    try:
+        with SearchClient(f"127.0.0.1:{running.port}", timeout_s=60) as c:
+            submitted: list = []
+            submitter = threading.Thread(target=lambda: submitted.append(c.call("SubmitSearch", pb.SubmitSearchRequest(
+                spec=tabular(table, budget=100_000), name="raced"))))
+            submitter.start()
+            assert inside.wait(30)
+            search_id = c.call("ListSearches", pb.ListSearchesRequest(name_prefix="raced")).searches[0].id
+            cancelled: list = []
+            canceller = threading.Thread(target=lambda: cancelled.append(
+                c.call("CancelSearch", pb.CancelSearchRequest(id=search_id))))
+            canceller.start()
+            time.sleep(1.0)  # the cancel now waits for the submission to finish
+            assert not cancelled
+            release.set()
+            submitter.join(60)
+            canceller.join(60)
+            assert submitted and cancelled
+            final = wait_for(c, search_id, (pb.CANCELLED, pb.FAILED, pb.SUCCEEDED), timeout_s=120)
+            assert final.state == pb.CANCELLED, final
+            job = RaynasJobs(ray_head.jobs_url).status(final.job_id)
+            assert job.status == "STOPPED", job
+    finally:
+        release.set()
+        running.stop()
+
+
 def test_a_failed_search_reports_its_error(client, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"not an architecture": 1.0}))
