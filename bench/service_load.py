@@ -34,7 +34,8 @@ def prepare(root: Path, head: RayHead, searches: int) -> tuple[subprocess.Popen,
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port),
                                "--ray-address", head.jobs_url, "--db", str(root / "searches.db"),
-                               "--runs-dir", str(root / "runs")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                               "--runs-dir", str(root / "runs"), "--data-root", str(root)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
     print(server.stdout.readline().strip())
     table = root / "table.json"
     table.write_text(json.dumps(nb201_landscape(0)))

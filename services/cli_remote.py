@@ -83,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
                             runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
                             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
+                            data_roots=args.data_root or [], max_table_bytes=int(args.max_table_mb * (1 << 20)),
                             poll_interval_s=args.poll_interval)
         service = start_service(cfg)
     except (ValueError, JobsError) as exc:
@@ -198,6 +199,10 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
     serve.add_argument("--runs-dir", default="runs/service/searches",
                        help="searches write below it (a disk the cluster and the service share)")
+    serve.add_argument("--data-root", action="append", metavar="DIR",
+                       help="a directory whose tables and datasets searches may read (repeatable); specs may name "
+                            "no path outside these and --runs-dir (symlinks resolved)")
+    serve.add_argument("--max-table-mb", type=float, default=256.0, help="largest table file a spec may name")
     serve.add_argument("--token-file", help="bearer token clients must send (first line of the file)")
     serve.add_argument("--token-env", help="... or the name of an environment variable holding it")
     serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key: TLS")

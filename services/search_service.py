@@ -33,7 +33,7 @@ from .proto import raynas_pb2 as pb
 from .proto import raynas_pb2_grpc as pb_grpc
 from .search import PROGRESS
 from .search_store import DuplicateKey, SearchRecord, SearchStore, new_search_id
-from .service_validation import (RequestError, check_idempotency_key, check_list_request, check_name,
+from .service_validation import (PathPolicy, RequestError, check_idempotency_key, check_list_request, check_name,
                                  check_search_id, config_for_job, encode_page_token, spec_to_config)
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class ServiceConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     insecure: bool = False  # plaintext beyond loopback: tokens cross the network in clear (logged)
+    data_roots: list[str] = field(default_factory=list)  # a spec's table/data_dir must lie below one (or runs_dir)
+    max_table_bytes: int = 256 << 20
     poll_interval_s: float = 1.0
     max_workers: int = 8  # threads for handlers that call Ray or read files
     max_message_bytes: int = 1 << 20
@@ -73,6 +75,11 @@ class ServiceConfig:
             raise ValueError("the bearer token must be at least 16 characters")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port {self.port}: not a port")
+        for root in self.data_roots:
+            if not Path(root).is_dir():
+                raise ValueError(f"--data-root {root}: not a directory")
+        if self.max_table_bytes < 1:
+            raise ValueError(f"--max-table-mb: must be positive, got {self.max_table_bytes} bytes")
         if not self.is_loopback and not self.tls_cert and not self.insecure:
             raise ValueError(f"--host {self.host}: binding beyond the loopback interface requires TLS "
                              "(--tls-cert and --tls-key), or --insecure to send the bearer token in plaintext")
@@ -166,6 +173,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def __init__(self, cfg: ServiceConfig, store: SearchStore, jobs: RaynasJobs) -> None:
         self.cfg, self.store, self.jobs = cfg, store, jobs
         self.runs_dir = Path(cfg.runs_dir).resolve()
+        self.paths = PathPolicy.of([*cfg.data_roots, self.runs_dir], cfg.max_table_bytes)
         self.jobs_dir = Path(cfg.db).resolve().parent / "jobs"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -180,7 +188,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         key = check_idempotency_key(request.idempotency_key)
         if not request.HasField("spec"):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
-        cfg, spec = spec_to_config(request.spec, Path(self.cfg.presets_dir))
+        cfg, spec = spec_to_config(request.spec, Path(self.cfg.presets_dir), self.paths)
         if key and (existing := self.store.by_key(key)) is not None:
             return search_message(self._same_request(existing, name, spec))
         search_id = new_search_id()

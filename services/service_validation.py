@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import math
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Sequence
 
 import grpc
 import yaml
@@ -65,8 +67,23 @@ def check_idempotency_key(key: str) -> str | None:
     return key
 
 
-def check_path(value: str, field: str) -> str:
-    """An absolute path on the cluster, no '..', that exists where the service can see it."""
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where a spec's paths may point: below these directories (resolved, symlinks included);
+    tables are regular files of at most ``max_table_bytes``."""
+
+    roots: tuple[Path, ...]
+    max_table_bytes: int = 256 << 20
+
+    @classmethod
+    def of(cls, roots: Sequence[str | Path], max_table_bytes: int = 256 << 20) -> "PathPolicy":
+        return cls(tuple(Path(r).resolve() for r in roots), max_table_bytes)
+
+
+def check_path(value: str, field: str, policy: PathPolicy, kind: str) -> str:
+    """An absolute path, no '..', that resolves (symlinks followed) below one of the policy's
+    roots to an existing regular file under the size cap (``kind`` "file") or a directory.
+    Returns the resolved path; messages never show what a file holds."""
     if len(value) > MAX_PATH or "\x00" in value:
         raise invalid(f"{field}: not a usable path ({len(value)} characters)")
     path = PurePosixPath(value)
@@ -74,14 +91,30 @@ def check_path(value: str, field: str) -> str:
         raise invalid(f"{field}: {_show(value)} must be an absolute path (the job runs in a directory of its own)")
     if ".." in path.parts:
         raise invalid(f"{field}: {_show(value)} must not contain '..'")
-    if not Path(value).exists():
-        raise invalid(f"{field}: {_show(value)} does not exist")
-    return value
+    resolved = Path(value).resolve()
+    if not any(resolved.is_relative_to(root) for root in policy.roots):
+        # the same answer whether or not the path exists: nothing outside the roots can be probed
+        raise invalid(f"{field}: {_show(value)} is outside the directories this service reads "
+                      "(its --data-root and --runs-dir)")
+    try:
+        info = resolved.stat()
+    except OSError:
+        raise invalid(f"{field}: {_show(value)} does not exist") from None
+    if kind == "file":
+        if not stat.S_ISREG(info.st_mode):
+            raise invalid(f"{field}: {_show(value)} is not a regular file")
+        if info.st_size > policy.max_table_bytes:
+            raise invalid(f"{field}: {_show(value)} holds {info.st_size} bytes, more than this service's "
+                          f"{policy.max_table_bytes}")
+    elif not stat.S_ISDIR(info.st_mode):
+        raise invalid(f"{field}: {_show(value)} is not a directory")
+    return str(resolved)
 
 
-def spec_to_config(spec: pb.SearchSpec, presets_dir: Path) -> tuple[SearchConfig, dict[str, Any]]:
+def spec_to_config(spec: pb.SearchSpec, presets_dir: Path, paths: PathPolicy) -> tuple[SearchConfig, dict[str, Any]]:
     """The search config a spec asks for (preset, then yaml_overrides, then typed fields), and the
-    spec as a dict (what idempotent resubmits are compared by)."""
+    spec as a dict (what idempotent resubmits are compared by). Service searches never download
+    datasets, and every path they name obeys ``paths``."""
     data: dict[str, Any] = {}
     if spec.preset:
         if not PRESET.fullmatch(spec.preset):
@@ -114,18 +147,19 @@ def spec_to_config(spec: pb.SearchSpec, presets_dir: Path) -> tuple[SearchConfig
             raise invalid(f"spec.gpus_per_worker: {gpus} is outside [0, {MAX_GPUS_PER_WORKER:g}]")
         overrides["weight_sharing.gpus_per_worker"] = gpus
     if spec.table:
-        overrides["evaluator.table"] = check_path(spec.table, "spec.table")
+        overrides["evaluator.table"] = check_path(spec.table, "spec.table", paths, "file")
     if spec.reward_key:
         if len(spec.reward_key) > 64:
             raise invalid("spec.reward_key: longer than 64 characters")
         overrides["evaluator.reward_key"] = spec.reward_key
     if spec.data_dir:
-        overrides["data.data_dir"] = check_path(spec.data_dir, "spec.data_dir")
+        overrides["data.data_dir"] = check_path(spec.data_dir, "spec.data_dir", paths, "dir")
+    overrides["data.download"] = False  # a client must not make torchvision write into the cluster's disks
     try:
         cfg = build_config(data, overrides)
     except ConfigError as exc:
         raise invalid(f"spec: {exc}") from None
-    _check_final(cfg)
+    _check_final(cfg, paths)
     return cfg, MessageToDict(spec, preserving_proto_field_name=True)
 
 
@@ -151,7 +185,7 @@ def _in_range(value: int, field: str, label: str | None = None) -> int:
     return value
 
 
-def _check_final(cfg: SearchConfig) -> None:
+def _check_final(cfg: SearchConfig, paths: PathPolicy) -> None:
     """What presets and yaml_overrides may set, held to the same limits as the typed fields."""
     for field, value in (("budget", cfg.budget), ("seed", cfg.seed)):
         _in_range(value, field, field)
@@ -159,9 +193,9 @@ def _check_final(cfg: SearchConfig) -> None:
         _in_range(cfg.weight_sharing.epochs, "epochs", "weight_sharing.epochs")
         _in_range(cfg.weight_sharing.workers, "workers", "weight_sharing.workers")
         if cfg.data.source != "synthetic" and cfg.data.data_dir:
-            check_path(cfg.data.data_dir, "data.data_dir")
+            cfg.data.data_dir = check_path(cfg.data.data_dir, "data.data_dir", paths, "dir")
     elif cfg.evaluator.table:
-        check_path(cfg.evaluator.table, "evaluator.table")
+        cfg.evaluator.table = check_path(cfg.evaluator.table, "evaluator.table", paths, "file")
 
 
 def config_for_job(cfg: SearchConfig, output_dir: str) -> dict[str, Any]:

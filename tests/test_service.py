@@ -15,7 +15,7 @@ from services.proto import raynas_pb2 as pb
 from services.search_service import ServiceConfig, start_service
 from services.search_store import SearchRecord, SearchStore, new_search_id
 from services.service_client import SearchClient
-from services.service_validation import config_for_job, spec_to_config
+from services.service_validation import PathPolicy, config_for_job, spec_to_config
 from tests.ray_head import free_port
 
 TOKEN = "correct-horse-battery-staple"
@@ -32,7 +32,8 @@ def table(tmp_path_factory):
 def service_cfg(ray_head, tmp_path_factory):
     root = tmp_path_factory.mktemp("service")
     return ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(root / "searches.db"),
-                         runs_dir=str(root / "runs"), poll_interval_s=0.3)
+                         runs_dir=str(root / "runs"), poll_interval_s=0.3,
+                         data_roots=[str(tmp_path_factory.getbasetemp())])  # the tests' tables lie below
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,8 @@ def test_a_cancel_racing_the_submission_stops_the_job_that_started(ray_head, tab
 
     monkeypatch.setattr(search_service, "RaynasJobs", SlowJobs)
     running = start_service(ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"),
-                                          runs_dir=str(tmp_path / "runs"), poll_interval_s=0.3))
+                                          runs_dir=str(tmp_path / "runs"), poll_interval_s=0.3,
+                                          data_roots=[str(table.parent)]))
     try:
         with SearchClient(f"127.0.0.1:{running.port}", timeout_s=60) as c:
             submitted: list = []
@@ -174,7 +176,8 @@ def test_restarting_the_service_loses_and_duplicates_nothing(service_cfg, table,
     first.stop()
     # A search stored but never handed to Ray, as when the service dies between the two steps.
     store = SearchStore(service_cfg.db)
-    cfg, spec = spec_to_config(tabular(table, seed=7), Path(service_cfg.presets_dir))
+    cfg, spec = spec_to_config(tabular(table, seed=7), Path(service_cfg.presets_dir),
+                               PathPolicy.of(service_cfg.data_roots))
     orphan_id = new_search_id()
     out = str(Path(service_cfg.runs_dir).resolve() / orphan_id)
     store.insert(SearchRecord(id=orphan_id, name="orphan", idempotency_key=None, spec=spec,

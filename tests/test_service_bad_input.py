@@ -2,6 +2,7 @@
 field; nothing is stored or submitted; the server stays healthy."""
 import base64
 import json
+import os
 
 import grpc
 import pytest
@@ -21,8 +22,16 @@ def bad_service(ray_head, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     table = root / "table.json"
     table.write_text(json.dumps(nb201_landscape(0)))
+    # inside the data root: ways out and things that are no table
+    (root / "passwd.json").symlink_to("/etc/passwd")
+    (root / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(root / "fifo.json")
+    (root / "a-directory.json").mkdir()
+    cap = table.stat().st_size + 100
+    (root / "huge.json").write_bytes(b" " * (cap + 1))
     running = start_service(ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(root / "searches.db"),
-                                          runs_dir=str(root / "runs"), poll_interval_s=0.5))
+                                          runs_dir=str(root / "runs"), poll_interval_s=0.5, data_roots=[str(root)],
+                                          max_table_bytes=cap))
     with SearchClient(f"127.0.0.1:{running.port}", timeout_s=20) as client:
         yield client, table
     running.stop()
@@ -31,13 +40,14 @@ def bad_service(ray_head, tmp_path_factory):
 def submit(table=None, name="bad", key="", **spec_fields):
     """A valid tabular request with some fields replaced (``table=None``: the good table)."""
     def build(good_table):
+        root = good_table.parent  # "{root}" in a path: the service's data root
         spec = pb.SearchSpec(space=pb.NB201, algorithm=pb.PPO, evaluator=pb.TABLE, reward_key="valid", budget=8,
-                             table=str(good_table) if table is None else table)
+                             table=str(good_table) if table is None else table.replace("{root}", str(root)))
         for field, value in spec_fields.items():
             if value is None:
                 spec.ClearField(field)
             else:
-                setattr(spec, field, value)
+                setattr(spec, field, value.replace("{root}", str(root)) if isinstance(value, str) else value)
         return pb.SubmitSearchRequest(spec=spec, name=name, idempotency_key=key)
     return "SubmitSearch", build
 
@@ -75,6 +85,20 @@ CASES = {
     "relative table": (submit(table="table.json"), INVALID, "spec.table"),
     "table traversal": (submit(table="/tmp/../etc/passwd"), INVALID, "spec.table"),
     "missing table": (submit(table="/nonexistent/table.json"), INVALID, "spec.table"),
+    # confinement: only the data root (and the runs dir), symlinks resolved, regular files under the cap
+    "table outside the roots": (submit(table="/etc/hostname"), INVALID, "is outside the directories this service"),
+    "missing table outside": (submit(table="/nonexistent/t.json"), INVALID, "is outside the directories"),
+    "symlink out of the root": (submit(table="{root}/passwd.json"), INVALID, "is outside the directories"),
+    "/dev/zero": (submit(table="/dev/zero"), INVALID, "is outside the directories"),
+    "symlink to /dev/zero": (submit(table="{root}/zero.json"), INVALID, "is outside the directories"),
+    "fifo as table": (submit(table="{root}/fifo.json"), INVALID, "is not a regular file"),
+    "directory as table": (submit(table="{root}/a-directory.json"), INVALID, "is not a regular file"),
+    "oversized table": (submit(table="{root}/huge.json"), INVALID, "more than this service's"),
+    "missing table inside": (submit(table="{root}/absent.json"), INVALID, "does not exist"),
+    "file as data dir": (submit(evaluator=pb.SUPERNET, table="", budget=None, data_dir="{root}/table.json"), INVALID,
+                         "is not a directory"),
+    "data dir outside": (submit(evaluator=pb.SUPERNET, table="", budget=None, data_dir="/usr"), INVALID,
+                         "spec.data_dir: '/usr' is outside"),
     "table with NUL": (submit(table="/tmp/a\x00b"), INVALID, "spec.table"),
     "huge table path": (submit(table="/" + "a" * 100_000), INVALID, "spec.table"),
     "relative data dir": (submit(data_dir="data/cifar10"), INVALID, "spec.data_dir"),
