@@ -302,12 +302,14 @@ def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
     token_file.write_text(TOKEN + "\n")
     code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "0", "--token-file", str(token_file))
     assert code == 2 and "requires TLS (--tls-cert and --tls-key), or --insecure" in err
+    code, _, err = cli("serve", "--port", "0", "--data-root", str(tmp_path / "absent"))
+    assert code == 2 and f"--data-root {tmp_path / 'absent'}: not a directory" in err
 
     # The real entry point in its own process: serves, answers health checks, stops on SIGTERM.
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--ray-address",
                              ray_head.jobs_url, "--db", str(tmp_path / "cli.db"), "--runs-dir", str(tmp_path / "runs"),
-                             "--token-file", str(token_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--token-file", str(token_file), "--data-root", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert "search service on 127.0.0.1:" in proc.stdout.readline()
         code, out, _ = cli("client", "list", "--address", f"127.0.0.1:{port}", "--token-file", str(token_file))
