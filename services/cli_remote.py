@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                             runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
                             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
                             data_roots=args.data_root or [], max_table_bytes=int(args.max_table_mb * (1 << 20)),
+                            max_active=args.max_active, max_watch_streams=args.max_watch_streams,
+                            max_concurrent_rpcs=args.max_concurrent_rpcs,
                             poll_interval_s=args.poll_interval)
         service = start_service(cfg)
     except (ValueError, JobsError) as exc:
@@ -203,6 +205,10 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
                        help="a directory whose tables and datasets searches may read (repeatable); specs may name "
                             "no path outside these and --runs-dir (symlinks resolved)")
     serve.add_argument("--max-table-mb", type=float, default=256.0, help="largest table file a spec may name")
+    serve.add_argument("--max-active", type=int, default=16,
+                       help="unfinished searches at most; a submit beyond is refused (RESOURCE_EXHAUSTED)")
+    serve.add_argument("--max-watch-streams", type=int, default=64, help="open WatchSearch streams at most")
+    serve.add_argument("--max-concurrent-rpcs", type=int, default=256, help="calls served at once at most")
     serve.add_argument("--token-file", help="bearer token clients must send (first line of the file)")
     serve.add_argument("--token-env", help="... or the name of an environment variable holding it")
     serve.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key: TLS")

@@ -59,6 +59,9 @@ class ServiceConfig:
     max_table_bytes: int = 256 << 20
     poll_interval_s: float = 1.0
     max_workers: int = 8  # threads for handlers that call Ray or read files
+    max_active: int = 16  # unfinished searches; a submit beyond gets RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int = 256  # gRPC refuses calls beyond (RESOURCE_EXHAUSTED)
+    max_watch_streams: int = 64  # open WatchSearch streams
     max_message_bytes: int = 1 << 20
 
     def validate(self) -> "ServiceConfig":
@@ -78,6 +81,9 @@ class ServiceConfig:
         for root in self.data_roots:
             if not Path(root).is_dir():
                 raise ValueError(f"--data-root {root}: not a directory")
+        for name in ("max_active", "max_concurrent_rpcs", "max_watch_streams"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
         if self.max_table_bytes < 1:
             raise ValueError(f"--max-table-mb: must be positive, got {self.max_table_bytes} bytes")
         if not self.is_loopback and not self.tls_cert and not self.insecure:
@@ -178,6 +184,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._submitting = threading.Lock()
+        self._admitting = threading.Lock()  # the active-search count and the insert, together
+        self._watchers = 0  # open WatchSearch streams (event-loop thread only)
         self._messages: dict[str, tuple[float, pb.Search]] = {}
         self._poller: threading.Thread | None = None
 
@@ -196,10 +204,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         record = SearchRecord(id=search_id, name=name, idempotency_key=key, spec=spec,
                               config=config_for_job(cfg, output_dir), state="PENDING", submitted=False,
                               job_id=f"raynas-{search_id}", output_dir=output_dir)
-        try:
-            self.store.insert(record)
-        except DuplicateKey:  # a concurrent submit with the same key won
-            return search_message(self._same_request(self.store.by_key(key), name, spec))
+        with self._admitting:
+            active = self.store.count_unfinished()
+            if active >= self.cfg.max_active:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"{active} searches are active, this service's limit (--max-active); "
+                                   "submit again when one has finished or cancel one")
+            try:
+                self.store.insert(record)
+            except DuplicateKey:  # a concurrent submit with the same key won
+                return search_message(self._same_request(self.store.by_key(key), name, spec))
         self._submit(record)
         return search_message(self.store.get(search_id))
 
@@ -222,6 +236,20 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             record = self._get(request.id)
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
+        if self._watchers >= self.cfg.max_watch_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{self._watchers} watch streams are open, this service's limit; poll GetSearch "
+                                "or watch again later")
+        self._watchers += 1
+        try:
+            async for progress in self._watch(record):
+                yield progress
+        finally:
+            self._watchers -= 1
+        if self._stop.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
+
+    async def _watch(self, record: SearchRecord) -> AsyncIterator[pb.Progress]:
         last = None
         while not self._stop.is_set():  # a client that goes away cancels this coroutine
             seen = (record.state, record.progress.get("iteration"), record.progress.get("evaluated"))
@@ -232,7 +260,6 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 return
             await asyncio.sleep(min(0.25, self.cfg.poll_interval_s))
             record = self.store.get(record.id, with_config=False)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
 
     @_guarded(blocking=True)
     def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
@@ -487,7 +514,8 @@ def start_service(cfg: ServiceConfig) -> RunningService:
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", 16 * cfg.max_message_bytes)]
         interceptors = [BearerTokenInterceptor(cfg.token)] if cfg.token else []
-        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server = grpc.aio.server(options=options, interceptors=interceptors,
+                                 maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         server.add_generic_rpc_handlers((method_handlers(servicer),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

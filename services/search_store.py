@@ -126,6 +126,11 @@ class SearchStore:
         return self._many(f"SELECT * FROM searches WHERE state NOT IN ({', '.join('?' * len(TERMINAL_STATES))}) "
                           "ORDER BY seq", TERMINAL_STATES)
 
+    def count_unfinished(self) -> int:
+        with self._lock:
+            return self._db.execute(f"SELECT COUNT(*) FROM searches WHERE state NOT IN "
+                                    f"({', '.join('?' * len(TERMINAL_STATES))})", TERMINAL_STATES).fetchone()[0]
+
     def page(self, states: Iterable[str] = (), name_prefix: str = "", after_seq: int = 0,
              limit: int = 50) -> list[SearchRecord]:
         """Records after ``after_seq`` in acceptance order (keyset paging: stable while new ones arrive)."""

@@ -3,6 +3,7 @@ is a ``RequestError`` with the gRPC status and a message naming the field."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
 import stat
@@ -24,8 +25,43 @@ PRESET = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 MAX_PATH = 4096
 MAX_YAML = 64 * 1024
 MAX_PAGE = 500
-LIMITS = {"budget": (1, 100_000), "epochs": (1, 10_000), "workers": (1, 256), "seed": (0, 2**31 - 1)}
 MAX_GPUS_PER_WORKER = 16.0
+# Every numeric field of a search config a client may set, with the range the service accepts
+# (inclusive; tests check that no numeric field lacks one). Checked on the final, merged config.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**31 - 1), "budget": (1, 100_000), "episodes_per_iteration": (1, 10_000), "skip_weight": (0, 100),
+    "num_cpus": (1, 4096), "reward_scale": (1e-9, 1e9),
+    "controller.hidden_size": (1, 1024), "controller.num_lstm_layers": (1, 8), "controller.temperature": (1e-3, 100),
+    "controller.tanh_constant": (0, 100), "controller.skip_target": (0, 1), "controller.init_range": (0, 10),
+    "controller.op_tanh_reduce": (1e-3, 100),
+    "ppo.lr": (0, 10), "ppo.entropy_coeff": (0, 100), "ppo.clip_param": (0, 10), "ppo.num_epochs": (1, 100),
+    "ppo.minibatches": (1, 1000), "ppo.vf_loss_coeff": (0, 100),
+    "reinforce.lr": (0, 10), "reinforce.entropy_coeff": (0, 100), "reinforce.baseline_decay": (0, 1),
+    "reinforce.baseline_init": (-1e6, 1e6),
+    "rea.population_size": (1, 100_000), "rea.tournament_size": (1, 100_000),
+    "weight_sharing.epochs": (1, 10_000), "weight_sharing.warmup_epochs": (0, 10_000),
+    "weight_sharing.archs_per_epoch": (1, 100_000), "weight_sharing.train_steps": (1, 10_000_000),
+    "weight_sharing.workers": (1, 256), "weight_sharing.gpus_per_worker": (0, MAX_GPUS_PER_WORKER),
+    "weight_sharing.cpus_per_worker": (0, 256), "weight_sharing.max_restarts": (0, 100),
+    "weight_sharing.derive_samples": (1, 100_000), "weight_sharing.top_k": (1, 1000),
+    "weight_sharing.checkpoint_every": (1, 10_000), "weight_sharing.scoring.reward_batches": (1, 1000),
+    "weight_sharing.scoring.bn_calibration_batches": (0, 1000),
+    "supernet.channels": (2, 1024), "supernet.num_cells": (1, 64), "supernet.dropout": (0, 1),
+    "supernet.drop_path": (0, 1),
+    "data.train_size": (1, 10_000_000), "data.valid_size": (1, 10_000_000), "data.split_seed": (0, 2**31 - 1),
+    "data.batch_size": (1, 8192), "data.eval_batch_size": (1, 16_384), "data.cutout": (0, 1024),
+    "data.synthetic_train": (1, 1_000_000), "data.synthetic_test": (1, 1_000_000),
+    "data.synthetic_image_size": (1, 512), "data.synthetic_channels": (1, 16), "data.synthetic_classes": (2, 10_000),
+    "optim.lr_max": (0, 10), "optim.lr_min": (0, 10), "optim.momentum": (0, 1), "optim.weight_decay": (0, 1),
+    "optim.restart_period": (1, 10_000), "optim.restart_mult": (1, 100), "optim.grad_clip": (0, 1e6),
+    "optim.warmup_epochs": (0, 10_000),
+}
+# Space parameters, checked before the space is built (a space's size is set by them).
+SPACE_PARAM_BOUNDS = {"num_layers": (1, 64), "num_nodes": (1, 16)}
+MAX_SPACE_OPS = 16
+# the spec's typed fields, by their names in the spec
+LIMITS = {"budget": BOUNDS["budget"], "epochs": BOUNDS["weight_sharing.epochs"],
+          "workers": BOUNDS["weight_sharing.workers"], "seed": BOUNDS["seed"]}
 SERVICE_OWNED = ("out", "ray_address", "num_cpus")  # the service decides where and how a search runs
 
 SPACES = {pb.ENAS_MACRO: "enas_macro", pb.ENAS_MICRO: "enas_micro", pb.NB201: "nb201"}
@@ -128,6 +164,9 @@ def spec_to_config(spec: pb.SearchSpec, presets_dir: Path, paths: PathPolicy) ->
         data = deep_merge(data, _parse_overrides(spec.yaml_overrides))
     for key in SERVICE_OWNED:
         data.pop(key, None)
+    space_section = data.get("space")
+    if isinstance(space_section, dict) and isinstance(space_section.get("params"), dict):
+        _check_space_params(space_section["params"])
 
     overrides: dict[str, Any] = {}
     for field, table, key in (("space", SPACES, "space.name"), ("algorithm", ALGORITHMS, "algo"),
@@ -185,13 +224,39 @@ def _in_range(value: int, field: str, label: str | None = None) -> int:
     return value
 
 
+def _check_space_params(params: dict[str, Any]) -> None:
+    """Bounds on what sizes a space, before anything is built from it."""
+    for key, value in params.items():
+        if key in SPACE_PARAM_BOUNDS:
+            low, high = SPACE_PARAM_BOUNDS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise invalid(f"space.params.{key}: {_show(str(value))} is outside [{low}, {high}]")
+        elif key == "ops":
+            if (not isinstance(value, list) or not 1 <= len(value) <= MAX_SPACE_OPS
+                    or not all(isinstance(op, str) and len(op) <= 64 for op in value)):
+                raise invalid(f"space.params.ops: a list of 1-{MAX_SPACE_OPS} op names")
+
+
+def numeric_fields(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every int/float field of a config dataclass by its dotted key (bools are not numbers here)."""
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            found.update(numeric_fields(value, f"{prefix}{f.name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[prefix + f.name] = value
+    return found
+
+
 def _check_final(cfg: SearchConfig, paths: PathPolicy) -> None:
-    """What presets and yaml_overrides may set, held to the same limits as the typed fields."""
-    for field, value in (("budget", cfg.budget), ("seed", cfg.seed)):
-        _in_range(value, field, field)
+    """Every number the merged config holds (presets and yaml_overrides included) within BOUNDS."""
+    for key, value in numeric_fields(cfg).items():
+        low, high = BOUNDS.get(key, (0, 0))
+        if key not in BOUNDS or not (math.isfinite(value) and low <= value <= high):
+            raise invalid(f"{key}: {value} is outside [{low:g}, {high:g}]" if key in BOUNDS
+                          else f"{key}: this service accepts no value here")
     if cfg.uses_supernet:
-        _in_range(cfg.weight_sharing.epochs, "epochs", "weight_sharing.epochs")
-        _in_range(cfg.weight_sharing.workers, "workers", "weight_sharing.workers")
         if cfg.data.source != "synthetic" and cfg.data.data_dir:
             cfg.data.data_dir = check_path(cfg.data.data_dir, "data.data_dir", paths, "dir")
     elif cfg.evaluator.table:

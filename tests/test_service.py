@@ -159,6 +159,37 @@ def test_a_cancel_racing_the_submission_stops_the_job_that_started(ray_head, tab
         running.stop()
 
 
+def test_caps_on_active_searches_and_watch_streams(ray_head, table, tmp_path):
+    running = start_service(ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"),
+                                          runs_dir=str(tmp_path / "runs"), poll_interval_s=0.3,
+                                          data_roots=[str(table.parent)], max_active=1, max_watch_streams=1))
+    try:
+        with SearchClient(f"127.0.0.1:{running.port}", timeout_s=60) as c:
+            first = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=100_000), name="one",
+                                                                  idempotency_key="cap-1"))
+            with pytest.raises(grpc.RpcError) as err:
+                c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, seed=9), name="two"))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-active" in err.value.details()
+            # a resubmit of the active one is the same search, not a new one
+            again = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=100_000), name="one",
+                                                                  idempotency_key="cap-1"))
+            assert again.id == first.id
+
+            stream = c.watch(pb.WatchSearchRequest(id=first.id), timeout_s=60)
+            next(stream)  # one stream open
+            with pytest.raises(grpc.RpcError) as err:
+                list(c.watch(pb.WatchSearchRequest(id=first.id), timeout_s=20))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "watch streams" in err.value.details()
+            stream.cancel()
+            c.call("CancelSearch", pb.CancelSearchRequest(id=first.id))
+            assert wait_for(c, first.id, (pb.CANCELLED,)).state == pb.CANCELLED
+            second = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, seed=9), name="two"))
+            updates = list(c.watch(pb.WatchSearchRequest(id=second.id), timeout_s=180))  # the stream was freed
+            assert updates[-1].state == pb.SUCCEEDED
+    finally:
+        running.stop()
+
+
 def test_a_failed_search_reports_its_error(client, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"not an architecture": 1.0}))

@@ -120,6 +120,22 @@ CASES = {
                             "evaluator.table"),
     "yaml absurd budget": (submit(budget=None, yaml_overrides="budget: 99999999\n"), INVALID,
                            "budget: 99999999 is outside"),
+    # bounds on the final config: every number, and the space's size before it is built
+    "oversized space": (submit(space=0, yaml_overrides="space: {name: enas_macro, params: {num_layers: 2000}}\n"),
+                        INVALID, "space.params.num_layers: '2000' is outside [1, 64]"),
+    "space ops list": (submit(space=0, yaml_overrides="space: {name: enas_macro, params: {ops: []}}\n"), INVALID,
+                       "space.params.ops"),
+    "yaml gpus per worker": (submit(yaml_overrides="weight_sharing: {gpus_per_worker: 1000000}\n"), INVALID,
+                             "weight_sharing.gpus_per_worker: 1000000.0 is outside [0, 16]"),
+    "yaml cpus per worker": (submit(yaml_overrides="weight_sharing: {cpus_per_worker: 1.0e+6}\n"), INVALID,
+                             "weight_sharing.cpus_per_worker"),
+    "yaml derive samples": (submit(yaml_overrides="weight_sharing: {derive_samples: 1000000000}\n"), INVALID,
+                            "weight_sharing.derive_samples"),
+    "yaml train steps": (submit(yaml_overrides="weight_sharing: {train_steps: 1000000000}\n"), INVALID,
+                         "weight_sharing.train_steps"),
+    "yaml batch size": (submit(yaml_overrides="data: {batch_size: 10000000}\n"), INVALID, "data.batch_size"),
+    "yaml channels": (submit(yaml_overrides="supernet: {channels: 100000}\n"), INVALID, "supernet.channels"),
+    "yaml nan": (submit(yaml_overrides="skip_weight: .nan\n"), INVALID, "skip_weight: nan is outside"),
     "supernet budget mismatch": (submit(evaluator=pb.SUPERNET, table="", budget=5,
                                         yaml_overrides="data: {source: synthetic}\n"), INVALID, "budget (5)"),
     "undecodable bytes": (plain("SubmitSearch", None), INVALID, "not a valid raynas.v1.SubmitSearchRequest"),
@@ -178,3 +194,24 @@ def test_after_all_that_the_server_is_healthy_and_stored_nothing(bad_service):
     health = health_pb2_grpc.HealthStub(client.channel)
     assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
     assert list(client.call("ListSearches", pb.ListSearchesRequest()).searches) == []
+
+
+def test_every_numeric_config_field_has_a_service_bound():
+    """A new numeric config key cannot reach the service unbounded: it needs an entry in BOUNDS."""
+    import dataclasses
+    import typing
+
+    from services.config import SearchConfig
+    from services.service_validation import BOUNDS
+
+    def numeric_keys(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                yield from numeric_keys(hint, f"{prefix}{f.name}.")
+            elif {int, float} & set(typing.get_args(hint) or (hint,)):
+                yield prefix + f.name
+
+    keys = set(numeric_keys(SearchConfig))
+    assert keys - set(BOUNDS) == set() and set(BOUNDS) - keys == set()
