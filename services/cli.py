@@ -150,7 +150,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from supernet_worker.export import FORMATS, ExportError
+    from supernet_worker.export import FORMATS
     from supernet_worker.retrain import export_model, load_model
 
     model = Path(args.model)
@@ -164,10 +164,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     except Exception as exc:  # torch.load of an arbitrary file raises anything from pickle to zip errors
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         fail(f"{model}: not a model.pt written by raynas retrain ({type(exc).__name__}: {reason})")
-    try:
-        written = export_model(model, [args.format], out.parent, names={args.format: out.name})
-    except ExportError as exc:
-        fail(str(exc))
+    written = export_model(model, [args.format], out.parent, names={args.format: out.name})
     if written[args.format].startswith("not written"):
         fail(written[args.format][len("not written: "):])
     print(f"[raynas] {written[args.format]}")

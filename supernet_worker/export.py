@@ -94,13 +94,15 @@ def _first_line(exc: BaseException) -> str:
 def _where(exc: BaseException) -> str:
     """Which module's code the exporter stopped in: the innermost frame outside torch, the
     standard library and this file."""
-    library = (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), os.path.abspath(__file__))
+    stdlib = os.path.dirname(os.__file__)
+    library = (os.path.dirname(torch.__file__), os.path.abspath(__file__))
     found = ""
     for frame, line in traceback.walk_tb(exc.__traceback__):
-        if not frame.f_code.co_filename.startswith(library):
+        name = frame.f_code.co_filename
+        if not name.startswith(library) and not (name.startswith(stdlib) and "-packages" not in name):
             owner = frame.f_locals.get("self")
-            name = type(owner).__name__ if isinstance(owner, nn.Module) else "?"
-            found = f" (in module {name}, {os.path.basename(frame.f_code.co_filename)}:{line} {frame.f_code.co_name})"
+            module = type(owner).__name__ if isinstance(owner, nn.Module) else "?"
+            found = f" (in module {module}, {os.path.basename(name)}:{line} {frame.f_code.co_name})"
     return found
 
 

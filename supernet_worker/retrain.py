@@ -181,12 +181,12 @@ def save_model(out: Path, child: nn.Module, config: dict[str, Any], space: Any, 
                 "arch_json": space.to_json(config["arch"]), "supernet": asdict(config["supernet"]),
                 "in_channels": in_channels, "image_size": [height, width], "num_classes": num_classes,
                 "mean": list(mean), "std": list(std), "test_accuracy": float(last["test_accuracy"]),
-                "test_split": test_split(config["data"])},
+                "test_split": describe_test_split(config["data"])},
                out / MODEL_FILE)
     return export_model(out / MODEL_FILE, FORMATS, out)
 
 
-def test_split(data: DataConfig) -> str:
+def describe_test_split(data: DataConfig) -> str:
     """Which images ``test_accuracy`` was measured on."""
     if data.source == "synthetic":
         return f"generated test split ({data.synthetic_test} images)"
