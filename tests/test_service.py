@@ -350,3 +350,40 @@ def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_serve_starts_a_local_head_and_stops_it_on_exit(table, tmp_path):
+    """`raynas serve --ray-address local` (what a plain `raynas serve` falls back to when no cluster
+    is reachable): its own Ray head with the Jobs API on loopback, searches run on it, and SIGTERM
+    stops both."""
+    import os
+    import re
+    import signal
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env["PATH"] = "/usr/bin:/bin"  # as from a shell without the virtualenv activated
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--ray-address",
+                             "local", "--db", str(tmp_path / "s.db"), "--runs-dir", str(tmp_path / "runs"),
+                             "--data-root", str(table.parent)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        match = re.search(r"started a local Ray head \(Jobs API at (http://127\.0\.0\.1:\d+)\)", first)
+        assert match, first
+        jobs_url = match.group(1)
+        assert "search service on 127.0.0.1:" in proc.stdout.readline()
+        with SearchClient(f"127.0.0.1:{port}", timeout_s=60) as c:
+            search = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=8), name="local"))
+            final = watch(c, search.id)[-1]
+            assert final.state == pb.SUCCEEDED, c.call("GetSearch", pb.GetSearchRequest(id=search.id)).error
+        assert RaynasJobs(jobs_url).status(search.job_id).status == "SUCCEEDED"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "its local Ray head stopped" in proc.stdout.read()
+        with pytest.raises(Exception):  # the head went with the service
+            RaynasJobs(jobs_url).list()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
