@@ -75,33 +75,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    import os
-
-    from .jobs import JobsError, RaynasJobs
+    from .jobs import JobsError
     from .search_service import ServiceConfig, start_service
     from .service_client import read_token
 
-    ray_address, local_head = args.ray_address, False
-    if ray_address in (None, "local"):
-        named = os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_API_SERVER_ADDRESS")  # as Ray reads them
-        try:
-            if ray_address is None:
-                RaynasJobs(None)  # the named cluster, or one running here
-        except JobsError as exc:
-            if named:
-                fail(str(exc))
-            ray_address = "local"
-        if ray_address == "local":
-            from .ray_cluster import start_local_head
-
-            try:
-                ray_address, local_head = start_local_head(), True
-            except RuntimeError as exc:
-                fail(str(exc))
-            print(f"[raynas] no Ray cluster to use: started a local Ray head (Jobs API at {ray_address}); "
-                  "it stops with the service", flush=True)
     try:
-        cfg = ServiceConfig(host=args.host, port=args.port, ray_address=ray_address, db=args.db,
+        cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
                             runs_dir=args.runs_dir, token=read_token(args.token_file, args.token_env),
                             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
                             data_roots=args.data_root or [], max_table_bytes=int(args.max_table_mb * (1 << 20)),
@@ -110,10 +89,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
                             poll_interval_s=args.poll_interval)
         service = start_service(cfg)
     except (ValueError, JobsError) as exc:
-        if local_head:
-            import ray
-
-            ray.shutdown()
         fail(str(exc))
     scheme = "TLS" if cfg.tls_cert else "plaintext" + (", --insecure" if not cfg.is_loopback else "")
     print(f"[raynas] search service on {cfg.host}:{service.port} ({scheme}"
@@ -123,13 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     service.stop()
-    if local_head:
-        import ray
-
-        ray.shutdown()
-        print("[raynas] search service and its local Ray head stopped")
-    else:
-        print("[raynas] search service stopped (running searches go on as Ray jobs)")
+    print("[raynas] search service stopped (running searches go on as Ray jobs)")
 
 
 CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
@@ -228,9 +197,7 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
     serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token and TLS (or --insecure)")
     serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265; 'local': start a Ray head in "
-                                             "this process (default: RAY_ADDRESS or a cluster running here, "
-                                             "else a local head)")
+    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
     serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
     serve.add_argument("--runs-dir", default="runs/service/searches",
                        help="searches write below it (a disk the cluster and the service share)")

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 
 import ray
 
@@ -30,27 +27,6 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     except ConnectionError:
         ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level=logging.WARNING)
     return True
-
-
-def start_local_head(num_cpus: int | None = None) -> str:
-    """An embedded Ray head in this process with the Jobs API (dashboard) on loopback, for
-    ``raynas serve`` on a machine without a cluster; returns the Jobs API URL. It stops with the
-    process (``ray.shutdown``), and the searches running on it with it."""
-    # Jobs run `python -m services.cli …` from the PATH the head's processes inherit: this
-    # interpreter's, even when its virtualenv is not activated.
-    bin_dir = os.path.dirname(sys.executable)
-    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    with socket.socket() as probe:  # a free port: 8265 may belong to someone else's cluster
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                       dashboard_port=port, logging_level=logging.WARNING)
-    if not context.dashboard_url:
-        ray.shutdown()
-        raise RuntimeError("the local Ray head started without its dashboard (the Jobs API); "
-                           "is ray[default] installed?")
-    return f"http://{context.dashboard_url}"
 
 
 def check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
