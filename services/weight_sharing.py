@@ -138,8 +138,9 @@ class WeightSharingMixin:
             if key != "epoch":
                 self.metrics.log_value((SUPERNET, key), float(value), window=1)
         if not rows:  # a warm-up epoch: no controller iteration logged the search's progress
-            for key, value in (("archs_sampled", 0.0), ("best_reward", float("nan")), ("done", 0.0)):
-                self.metrics.log_value((SEARCH, key), value, window=1)
+            for key, value in (("archs_sampled", self.recorder.spent), ("best_reward", row["best_reward"]),
+                               ("done", self.search_done)):
+                self.metrics.log_value((SEARCH, key), float(value), window=1)
         # Workers restarted after a crash or a lost node, since the search began.
         self.metrics.log_value((SUPERNET, "worker_recoveries"), float(self.pool.recoveries), window=1)
         for key, value in row.items():
