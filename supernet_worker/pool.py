@@ -21,6 +21,14 @@ T = TypeVar("T")
 WORKER_FAILURES = (RayActorError, RayTaskError)
 
 
+def collective_backend(pings: list[dict]) -> str:
+    """NCCL when every rank holds a GPU no other rank holds; otherwise gloo: NCCL refuses two
+    ranks on one GPU ("Duplicate GPU detected"), as with ``gpus_per_worker: 0.5``."""
+    held = [(p["node_id"], gpu) for p in pings for gpu in p["gpu_ids"]]
+    own_gpu = all(p["gpu_ids"] for p in pings) and len(set(held)) == len(held)
+    return "nccl" if own_gpu else "gloo"
+
+
 class SupernetPool:
     def __init__(self, spec: WorkerSpec, num_workers: int, num_gpus_per_worker: float = 0.0,
                  num_cpus_per_worker: float = 1.0, max_restarts: int = 3,
@@ -50,7 +58,8 @@ class SupernetPool:
         if self.size == 1:
             return
         master, port = ray.get(self.workers[0].address.remote())
-        ray.get([w.join.remote(master, port, self.size) for w in self.workers])
+        backend = collective_backend(ray.get([w.ping.remote() for w in self.workers]))
+        ray.get([w.join.remote(master, port, self.size, backend) for w in self.workers])
 
     # -- failure handling --------------------------------------------------------------------
     def _with_recovery(self, call: Callable[[], T]) -> T:

@@ -1,7 +1,7 @@
 """The SupernetWorker Ray actor: one replica of the shared weights, its optimiser and its data.
 
-Workers train data-parallel in one ``torch.distributed`` process group (gloo on CPU, NCCL on
-GPU): each rank trains on its own disjoint share of every epoch, with its own child per step (a
+Workers train data-parallel in one ``torch.distributed`` process group (NCCL when every rank
+has a GPU of its own, gloo on CPU or when ranks share a GPU, which NCCL refuses): each rank trains on its own disjoint share of every epoch, with its own child per step (a
 supernet phase's children are drawn in one batched controller call); the gradients some rank
 produced are averaged with one all-reduce per step, so every replica applies the same update and
 stays identical. How K ranks share ENAS's recipe is ``OptimConfig.data_parallel``.
@@ -167,13 +167,12 @@ class SupernetWorker:
     def address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), _free_port()
 
-    def join(self, master: str, port: int, world_size: int) -> None:
+    def join(self, master: str, port: int, world_size: int, backend: str = "gloo") -> None:
         """(Re-)join the process group of ``world_size`` workers (after a restart too)."""
         if dist.is_initialized():
             dist.destroy_process_group()
         self.world_size = world_size
         if world_size > 1:
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=self.rank,
                                     world_size=world_size, timeout=datetime.timedelta(seconds=120))
             # Which parameters got a gradient is host-side knowledge: exchanging it over gloo
@@ -182,6 +181,7 @@ class SupernetWorker:
 
     def ping(self) -> dict[str, Any]:
         return {"rank": self.rank, "global_step": self.global_step, "pid": os.getpid(), "device": str(self.device),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()] if self.device.type == "cuda" else [],
                 "node_id": ray.get_runtime_context().get_node_id(),
                 "train_images": self.splits.train.num_images, "valid_images": self.splits.valid.num_images}
 

@@ -11,12 +11,24 @@ import torch
 from services.config import ConfigError, load_config
 from services.search import run_search
 from supernet_worker.data import DataConfig
-from supernet_worker.pool import SupernetPool
+from supernet_worker.pool import SupernetPool, collective_backend
 from supernet_worker.supernets import SupernetConfig
 from supernet_worker.worker import WorkerSpec
 
 TINY_DATA = {"source": "synthetic", "synthetic_train": 160, "synthetic_test": 40, "synthetic_image_size": 16,
              "train_size": 128, "valid_size": 32, "batch_size": 16, "eval_batch_size": 16}
+
+
+def test_collective_backend_uses_nccl_only_when_no_two_ranks_share_a_gpu():
+    def ranks(*held):
+        return [{"node_id": node, "gpu_ids": gpus} for node, gpus in held]
+
+    assert collective_backend(ranks(("a", ["0"]), ("a", ["1"]), ("b", ["0"]))) == "nccl"
+    # gpus_per_worker 0.5: NCCL would fail with "Duplicate GPU detected"
+    assert collective_backend(ranks(("a", ["0"]), ("a", ["0"]))) == "gloo"
+    assert collective_backend(ranks(("a", ["0", "1"]), ("a", ["1"]))) == "gloo"
+    assert collective_backend(ranks(("a", ["0"]), ("a", []))) == "gloo"  # one rank on CPU
+    assert collective_backend(ranks(("a", []), ("a", []))) == "gloo"
 
 
 def tiny_config(out, **overrides):
