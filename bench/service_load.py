@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from controller_policy.landscapes import nb201_landscape  # noqa: E402
-from services.proto import raynas_pb2 as pb  # noqa: E402
-from services.proto import raynas_pb2_grpc as pb_grpc  # noqa: E402
+from services.api.proto import raynas_pb2 as pb  # noqa: E402
+from services.api.proto import raynas_pb2_grpc as pb_grpc  # noqa: E402
 from tests.ray_head import RayHead, free_port  # noqa: E402
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import _search_overrides, build_parser
+from services.cli import build_parser
+from services.cli.search import _search_overrides
 from services.config import load_config
 
 EX = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

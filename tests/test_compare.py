@@ -10,9 +10,9 @@ from pathlib import Path
 from ray import tune
 
 from controller_policy.landscapes import nb201_landscape
-from services.compare import resume_compare, run_compare
+from services.experiments.compare import resume_compare, run_compare
 from services.config import load_config
-from services.report import report_at
+from services.experiments.report import report_at
 
 
 def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from services.report import write_report
+from services.experiments.report import write_report
 
 TRIALS = {  # (algo, seed): rewards in evaluation order
     ("ppo", 0): [0.1, 0.5, 0.9, 0.9],

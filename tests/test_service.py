@@ -11,11 +11,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller_policy.landscapes import nb201_landscape
 from services.jobs import RaynasJobs
-from services.proto import raynas_pb2 as pb
-from services.search_service import ServiceConfig, start_service
-from services.search_store import SearchRecord, SearchStore, new_search_id
-from services.service_client import SearchClient
-from services.service_validation import PathPolicy, config_for_job, spec_to_config
+from services.api.proto import raynas_pb2 as pb
+from services.api.server import ServiceConfig, start_service
+from services.api.store import SearchRecord, SearchStore, new_search_id
+from services.api.client import SearchClient
+from services.api.validation import PathPolicy, config_for_job, spec_to_config
 from tests.ray_head import free_port
 
 TOKEN = "correct-horse-battery-staple"
@@ -118,7 +118,7 @@ def test_a_cancel_racing_the_submission_stops_the_job_that_started(ray_head, tab
     then starts is stopped, and the search ends CANCELLED (not RUNNING forever)."""
     import threading
 
-    import services.search_service as search_service
+    import services.api.server as search_service
 
     inside, release = threading.Event(), threading.Event()
 
@@ -300,7 +300,7 @@ def test_plaintext_beyond_loopback_only_when_asked_for_and_logged(ray_head, tmp_
     cfg = ServiceConfig(host="0.0.0.0", port=0, token="t" * 16, insecure=True, db=str(tmp_path / "s.db"),
                         runs_dir=str(tmp_path / "runs"), ray_address=ray_head.jobs_url)
     assert cfg.validate() is cfg
-    with caplog.at_level(logging.WARNING, logger="services.search_service"):
+    with caplog.at_level(logging.WARNING, logger="services.api.server"):
         running = start_service(cfg)
         running.stop()
     assert any("in plaintext (--insecure)" in r.getMessage() for r in caplog.records)

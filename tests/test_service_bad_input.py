@@ -9,9 +9,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller_policy.landscapes import nb201_landscape
-from services.proto import raynas_pb2 as pb
-from services.search_service import ServiceConfig, start_service
-from services.service_client import SearchClient
+from services.api.proto import raynas_pb2 as pb
+from services.api.server import ServiceConfig, start_service
+from services.api.client import SearchClient
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n"
@@ -202,7 +202,7 @@ def test_every_numeric_config_field_has_a_service_bound():
     import typing
 
     from services.config import SearchConfig
-    from services.service_validation import BOUNDS
+    from services.api.validation import BOUNDS
 
     def numeric_keys(cls, prefix=""):
         hints = typing.get_type_hints(cls)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import fail
+from .common import fail
 
 
 def _jobs(address: str | None):
-    from .jobs import JobsError, RaynasJobs
+    from ..jobs import JobsError, RaynasJobs
 
     try:
         return RaynasJobs(address)
@@ -25,7 +25,7 @@ def _print_ended(record) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    from .jobs import JobsError
+    from ..jobs import JobsError
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     jobs = _jobs(args.address)
@@ -45,7 +45,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 def cmd_jobs(args: argparse.Namespace) -> None:
     from datetime import datetime
 
-    from .jobs import JobsError
+    from ..jobs import JobsError
 
     jobs = _jobs(args.address)
     try:
@@ -75,9 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    from .jobs import JobsError
-    from .search_service import ServiceConfig, start_service
-    from .service_client import read_token
+    from ..jobs import JobsError
+    from ..api.server import ServiceConfig, start_service
+    from ..api.client import read_token
 
     try:
         cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
@@ -105,7 +105,7 @@ CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
 
 
 def _client_request(args: argparse.Namespace):
-    from .proto import raynas_pb2 as pb
+    from ..api.proto import raynas_pb2 as pb
 
     spec = pb.SearchSpec(**{k: getattr(args, k) for k in CLIENT_SPEC_FLAGS if getattr(args, k)})
     for flag, enum in (("space", pb.SearchSpace), ("algo", pb.Algorithm), ("evaluator", pb.Evaluator)):
@@ -130,8 +130,8 @@ def cmd_client(args: argparse.Namespace) -> None:
     import grpc
     from google.protobuf.json_format import MessageToJson
 
-    from .proto import raynas_pb2 as pb
-    from .service_client import SearchClient, read_token
+    from ..api.proto import raynas_pb2 as pb
+    from ..api.client import SearchClient, read_token
 
     try:
         token = read_token(args.token_file, args.token_env)

@@ -15,7 +15,7 @@ import grpc
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from .config import ConfigError, SearchConfig, build_config, deep_merge, read_yaml, to_dict
+from ..config import ConfigError, SearchConfig, build_config, deep_merge, read_yaml, to_dict
 from .proto import raynas_pb2 as pb
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -28,12 +28,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller_policy.spaces import build_space, parse_arch
 
-from .jobs import JobsError, RaynasJobs
+from ..jobs import JobsError, RaynasJobs
+from ..search import PROGRESS
 from .proto import raynas_pb2 as pb
 from .proto import raynas_pb2_grpc as pb_grpc
-from .search import PROGRESS
-from .search_store import DuplicateKey, SearchRecord, SearchStore, new_search_id
-from .service_validation import (PathPolicy, RequestError, check_idempotency_key, check_list_request, check_name,
+from .store import DuplicateKey, SearchRecord, SearchStore, new_search_id
+from .validation import (PathPolicy, RequestError, check_idempotency_key, check_list_request, check_name,
                                  check_search_id, config_for_job, encode_page_token, spec_to_config)
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.proto import raynas_pb2 as services_dot_proto_dot_raynas__pb2
+from services.api.proto import raynas_pb2 as services_dot_api_dot_proto_dot_raynas__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/proto/raynas_pb2_grpc.py depends on'
+        + ' but the generated code in services/api/proto/raynas_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class SearchServiceStub:
         """
         self.SubmitSearch = channel.unary_unary(
                 '/raynas.v1.SearchService/SubmitSearch',
-                request_serializer=services_dot_proto_dot_raynas__pb2.SubmitSearchRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.Search.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.SubmitSearchRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
                 _registered_method=True)
         self.GetSearch = channel.unary_unary(
                 '/raynas.v1.SearchService/GetSearch',
-                request_serializer=services_dot_proto_dot_raynas__pb2.GetSearchRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.Search.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.GetSearchRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
                 _registered_method=True)
         self.ListSearches = channel.unary_unary(
                 '/raynas.v1.SearchService/ListSearches',
-                request_serializer=services_dot_proto_dot_raynas__pb2.ListSearchesRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.ListSearchesResponse.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesResponse.FromString,
                 _registered_method=True)
         self.WatchSearch = channel.unary_stream(
                 '/raynas.v1.SearchService/WatchSearch',
-                request_serializer=services_dot_proto_dot_raynas__pb2.WatchSearchRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.Progress.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.WatchSearchRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.Progress.FromString,
                 _registered_method=True)
         self.CancelSearch = channel.unary_unary(
                 '/raynas.v1.SearchService/CancelSearch',
-                request_serializer=services_dot_proto_dot_raynas__pb2.CancelSearchRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.Search.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.CancelSearchRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
                 _registered_method=True)
         self.GetResult = channel.unary_unary(
                 '/raynas.v1.SearchService/GetResult',
-                request_serializer=services_dot_proto_dot_raynas__pb2.GetResultRequest.SerializeToString,
-                response_deserializer=services_dot_proto_dot_raynas__pb2.Result.FromString,
+                request_serializer=services_dot_api_dot_proto_dot_raynas__pb2.GetResultRequest.SerializeToString,
+                response_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.Result.FromString,
                 _registered_method=True)
 
 
@@ -111,33 +111,33 @@ def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SubmitSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitSearch,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.SubmitSearchRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.Search.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.SubmitSearchRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.SerializeToString,
             ),
             'GetSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSearch,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.GetSearchRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.Search.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.GetSearchRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.SerializeToString,
             ),
             'ListSearches': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSearches,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.ListSearchesRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.ListSearchesResponse.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesResponse.SerializeToString,
             ),
             'WatchSearch': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSearch,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.WatchSearchRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.Progress.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.WatchSearchRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.Progress.SerializeToString,
             ),
             'CancelSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelSearch,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.CancelSearchRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.Search.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.CancelSearchRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.Search.SerializeToString,
             ),
             'GetResult': grpc.unary_unary_rpc_method_handler(
                     servicer.GetResult,
-                    request_deserializer=services_dot_proto_dot_raynas__pb2.GetResultRequest.FromString,
-                    response_serializer=services_dot_proto_dot_raynas__pb2.Result.SerializeToString,
+                    request_deserializer=services_dot_api_dot_proto_dot_raynas__pb2.GetResultRequest.FromString,
+                    response_serializer=services_dot_api_dot_proto_dot_raynas__pb2.Result.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -165,8 +165,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/SubmitSearch',
-            services_dot_proto_dot_raynas__pb2.SubmitSearchRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.Search.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.SubmitSearchRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
             options,
             channel_credentials,
             insecure,
@@ -192,8 +192,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/GetSearch',
-            services_dot_proto_dot_raynas__pb2.GetSearchRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.Search.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.GetSearchRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
             options,
             channel_credentials,
             insecure,
@@ -219,8 +219,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/ListSearches',
-            services_dot_proto_dot_raynas__pb2.ListSearchesRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.ListSearchesResponse.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.ListSearchesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -246,8 +246,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/WatchSearch',
-            services_dot_proto_dot_raynas__pb2.WatchSearchRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.Progress.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.WatchSearchRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.Progress.FromString,
             options,
             channel_credentials,
             insecure,
@@ -273,8 +273,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/CancelSearch',
-            services_dot_proto_dot_raynas__pb2.CancelSearchRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.Search.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.CancelSearchRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.Search.FromString,
             options,
             channel_credentials,
             insecure,
@@ -300,8 +300,8 @@ class SearchService:
             request,
             target,
             '/raynas.v1.SearchService/GetResult',
-            services_dot_proto_dot_raynas__pb2.GetResultRequest.SerializeToString,
-            services_dot_proto_dot_raynas__pb2.Result.FromString,
+            services_dot_api_dot_proto_dot_raynas__pb2.GetResultRequest.SerializeToString,
+            services_dot_api_dot_proto_dot_raynas__pb2.Result.FromString,
             options,
             channel_credentials,
             insecure,

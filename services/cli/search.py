@@ -1,19 +1,13 @@
-"""The ``raynas`` command line."""
+"""``raynas search``, ``compare``, ``report`` and ``make-table``: searches run from here."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .config import ConfigError, load_config
-
-
-def fail(message: str) -> None:
-    """One error line on stderr, exit code 2."""
-    print(f"raynas: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+from ..config import ConfigError, load_config
+from .common import fail
 
 
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -27,7 +21,7 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from .search import load_run_config, run_search
+    from ..search import load_run_config, run_search
 
     try:
         if args.resume:
@@ -50,8 +44,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import resume_compare, run_compare
-    from .ray_cluster import connect
+    from ..experiments.compare import resume_compare, run_compare
+    from ..ray_cluster import connect
 
     try:
         if args.resume:
@@ -68,7 +62,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    from .report import report_at
+    from ..experiments.report import report_at
 
     for result in grid:
         c = result.config
@@ -87,7 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import report_at
+    from ..experiments.report import report_at
 
     try:
         path = report_at(args.experiment, window=args.window)
@@ -105,85 +99,7 @@ def cmd_make_table(args: argparse.Namespace) -> None:
     print(f"wrote a generated nb201 landscape (seed {args.seed}) to {args.out}")
 
 
-def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
-    import yaml
-
-    overrides = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            fail(f"--set {pair!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            fail(f"--set {pair!r}: the value is not valid YAML")
-    return overrides
-
-
-def cmd_retrain(args: argparse.Namespace) -> None:
-    from .config import RetrainConfig
-    from .retrain import load_architecture, outputs, run_retrain
-
-    overrides = _parse_sets(args.set)
-    for key, value in (("data.data_dir", args.data_dir), ("out", args.out), ("gpus", args.gpus),
-                       ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address)):
-        if value is not None:
-            overrides[key] = value
-    try:
-        cfg = load_config(args.config, overrides, RetrainConfig)
-        load_architecture(cfg, args.arch)  # a bad file fails here, before Ray starts
-    except (ConfigError, ValueError) as exc:
-        fail(str(exc))
-    try:
-        metrics = run_retrain(cfg, args.arch)
-    except (RuntimeError, ValueError) as exc:
-        fail(str(exc))
-    files = outputs(cfg)
-    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
-          f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
-    print(f"[raynas] {files['metrics']}, {files['model']} and its exports: "
-          + ", ".join(str(path) for key, path in files.items() if key not in ("metrics", "model") and path.exists()))
-    model_json = json.loads(files["model_json"].read_text())
-    for fmt, entry in model_json["files"].items():
-        if entry.get("file") is None:
-            print(f"[raynas] {fmt}: {entry['reason']}")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from supernet_worker.export import FORMATS
-    from supernet_worker.retrain import export_model, load_model
-
-    model = Path(args.model)
-    if not model.is_file():
-        fail(f"{model}: no such file (a model.pt that raynas retrain wrote)")
-    out = Path(args.out) if args.out else model.parent / FORMATS[args.format]
-    if out.is_dir():
-        out = out / FORMATS[args.format]
-    try:
-        load_model(model)
-    except Exception as exc:  # torch.load of an arbitrary file raises anything from pickle to zip errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        fail(f"{model}: not a model.pt written by raynas retrain ({type(exc).__name__}: {reason})")
-    written = export_model(model, [args.format], out.parent, names={args.format: out.name})
-    if written[args.format].startswith("not written"):
-        fail(written[args.format][len("not written: "):])
-    print(f"[raynas] {written[args.format]}")
-
-
-def cmd_show(args: argparse.Namespace) -> None:
-    from .show import draw
-
-    try:
-        path = draw(args.arch, args.format, args.out, args.space, _parse_sets(args.set))
-    except (ConfigError, ValueError) as exc:
-        fail(str(exc))
-    print(f"[raynas] {path}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_search_commands(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser("search", help="run one architecture search")
     search.add_argument("--config", help="YAML config (flags override it)")
     search.add_argument("--space", help="enas_macro | enas_micro | nb201")
@@ -222,49 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--window", type=int, default=None, help="architectures per point of the mean-reward curve")
     report.set_defaults(func=cmd_report)
 
-    retrain = sub.add_parser("retrain", help="train a found architecture from scratch (Ray Train)")
-    retrain.add_argument("arch", help="architecture file (best_arch.json, JSON structure or string)")
-    retrain.add_argument("--config", required=True, help="retrain preset, e.g. configs/retrain-micro.yaml")
-    retrain.add_argument("--data-dir")
-    retrain.add_argument("--out", help="output directory; the same --out again resumes")
-    retrain.add_argument("--gpus", type=int, help="data-parallel workers with one GPU each")
-    retrain.add_argument("--workers", type=int, help="data-parallel CPU workers (without --gpus)")
-    retrain.add_argument("--epochs", type=int)
-    retrain.add_argument("--address", help="Ray cluster address")
-    retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    retrain.set_defaults(func=cmd_retrain)
-
-    export = sub.add_parser("export", help="re-export a retrained model.pt (torch.export, ONNX or TorchScript)")
-    export.add_argument("model", help="model.pt written by raynas retrain")
-    export.add_argument("--format", required=True, choices=["pt2", "onnx", "torchscript"],
-                        help="pt2: torch.export program; onnx: ONNX (opset 18, needs raynas[export]); "
-                             "torchscript: deprecated upstream")
-    export.add_argument("--out", help="file (or directory) to write; default: beside MODEL as model.<format>")
-    export.set_defaults(func=cmd_export)
-
-    show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
-    show.add_argument("arch", help="architecture file")
-    show.add_argument("--format", choices=["png", "svg", "dot"], default="png")
-    show.add_argument("--out", help="output file (default: beside the architecture file)")
-    show.add_argument("--space", help="the space, when the file does not say (a string or a bare list)")
-    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="space.params.*, e.g. space.params.num_layers=12")
-    show.set_defaults(func=cmd_show)
-
-    from .cli_remote import add_remote_commands
-
-    add_remote_commands(sub)
-
     table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
     table.add_argument("--seed", type=int, default=0)
     table.add_argument("--out", required=True)
     table.set_defaults(func=cmd_make_table)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,9 +18,9 @@ from ray.tune import Checkpoint
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from . import storage
-from .config import SearchConfig, from_dict, to_dict
-from .search import algorithm_config, preflight
-from .weight_sharing import worker_bundles
+from ..config import SearchConfig, from_dict, to_dict
+from ..search import algorithm_config, preflight
+from ..weight_sharing import worker_bundles
 
 TRIAL_METRICS = ("search", "supernet")
 

@@ -1,0 +1,4 @@
+"""``python -m services.cli``: how Ray jobs run raynas commands."""
+from . import main
+
+main()

@@ -1,0 +1,26 @@
+"""What every ``raynas`` command shares: the one-line error and ``--set KEY=VALUE`` parsing."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def fail(message: str) -> None:
+    """One error line on stderr, exit code 2."""
+    print(f"raynas: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--set {pair!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            fail(f"--set {pair!r}: the value is not valid YAML")
+    return overrides

@@ -1,0 +1,99 @@
+"""``raynas retrain``, ``export`` and ``show``: what to do with a found architecture."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import ConfigError, load_config
+from .common import fail, parse_sets
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from ..config import RetrainConfig
+    from ..retrain import load_architecture, outputs, run_retrain
+
+    overrides = parse_sets(args.set)
+    for key, value in (("data.data_dir", args.data_dir), ("out", args.out), ("gpus", args.gpus),
+                       ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        cfg = load_config(args.config, overrides, RetrainConfig)
+        load_architecture(cfg, args.arch)  # a bad file fails here, before Ray starts
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    try:
+        metrics = run_retrain(cfg, args.arch)
+    except (RuntimeError, ValueError) as exc:
+        fail(str(exc))
+    files = outputs(cfg)
+    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
+          f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
+    print(f"[raynas] {files['metrics']}, {files['model']} and its exports: "
+          + ", ".join(str(path) for key, path in files.items() if key not in ("metrics", "model") and path.exists()))
+    model_json = json.loads(files["model_json"].read_text())
+    for fmt, entry in model_json["files"].items():
+        if entry.get("file") is None:
+            print(f"[raynas] {fmt}: {entry['reason']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from supernet_worker.export import FORMATS
+    from supernet_worker.retrain import export_model, load_model
+
+    model = Path(args.model)
+    if not model.is_file():
+        fail(f"{model}: no such file (a model.pt that raynas retrain wrote)")
+    out = Path(args.out) if args.out else model.parent / FORMATS[args.format]
+    if out.is_dir():
+        out = out / FORMATS[args.format]
+    try:
+        load_model(model)
+    except Exception as exc:  # torch.load of an arbitrary file raises anything from pickle to zip errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fail(f"{model}: not a model.pt written by raynas retrain ({type(exc).__name__}: {reason})")
+    written = export_model(model, [args.format], out.parent, names={args.format: out.name})
+    if written[args.format].startswith("not written"):
+        fail(written[args.format][len("not written: "):])
+    print(f"[raynas] {written[args.format]}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from ..show import draw
+
+    try:
+        path = draw(args.arch, args.format, args.out, args.space, parse_sets(args.set))
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    print(f"[raynas] {path}")
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    retrain = sub.add_parser("retrain", help="train a found architecture from scratch (Ray Train)")
+    retrain.add_argument("arch", help="architecture file (best_arch.json, JSON structure or string)")
+    retrain.add_argument("--config", required=True, help="retrain preset, e.g. configs/retrain-micro.yaml")
+    retrain.add_argument("--data-dir")
+    retrain.add_argument("--out", help="output directory; the same --out again resumes")
+    retrain.add_argument("--gpus", type=int, help="data-parallel workers with one GPU each")
+    retrain.add_argument("--workers", type=int, help="data-parallel CPU workers (without --gpus)")
+    retrain.add_argument("--epochs", type=int)
+    retrain.add_argument("--address", help="Ray cluster address")
+    retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    retrain.set_defaults(func=cmd_retrain)
+
+    export = sub.add_parser("export", help="re-export a retrained model.pt (torch.export, ONNX or TorchScript)")
+    export.add_argument("model", help="model.pt written by raynas retrain")
+    export.add_argument("--format", required=True, choices=["pt2", "onnx", "torchscript"],
+                        help="pt2: torch.export program; onnx: ONNX (opset 18, needs raynas[export]); "
+                             "torchscript: deprecated upstream")
+    export.add_argument("--out", help="file (or directory) to write; default: beside MODEL as model.<format>")
+    export.set_defaults(func=cmd_export)
+
+    show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
+    show.add_argument("arch", help="architecture file")
+    show.add_argument("--format", choices=["png", "svg", "dot"], default="png")
+    show.add_argument("--out", help="output file (default: beside the architecture file)")
+    show.add_argument("--space", help="the space, when the file does not say (a string or a bare list)")
+    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="space.params.*, e.g. space.params.num_layers=12")
+    show.set_defaults(func=cmd_show)
