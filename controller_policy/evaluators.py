@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+import numpy as np
+
 from .spaces import SearchSpace
 
 
@@ -43,30 +45,35 @@ class TableEvaluator:
             raise ValueError(f"table {self.path} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict) or not raw:
             raise ValueError(f"table {self.path} must be a non-empty JSON object mapping architectures to results")
+        # Errors name entries by position and never quote the file: a service must not turn a
+        # table path into a way of reading files.
         self.table: dict[str, dict[str, float]] = {}
-        for key, value in raw.items():
+        for i, (key, value) in enumerate(raw.items(), start=1):
+            where = f"table {self.path}: entry {i} of {len(raw)}"
             try:
                 canonical = space.to_string(space.from_string(key))
-            except ValueError as exc:
-                raise ValueError(f"table {self.path}: key {key!r} is not a {space.name} architecture: {exc}") from None
-            self.table[canonical] = self._metrics(key, value)
+            except ValueError:
+                example = space.to_string(space.sample(np.random.default_rng(0)))
+                raise ValueError(f"{where}: its key is not a {space.name} architecture string "
+                                 f"(such as {example})") from None
+            self.table[canonical] = self._metrics(where, value)
 
-    def _metrics(self, key: str, value: Any) -> dict[str, float]:
-        where = f"table {self.path}: entry {key!r}"
+    def _metrics(self, where: str, value: Any) -> dict[str, float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics = {self.reward_key or "reward": float(value)}
         elif isinstance(value, dict):
             metrics = {}
-            for name, v in value.items():
+            for j, (name, v) in enumerate(value.items(), start=1):
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise ValueError(f"{where}: metric {name!r} must be a number, got {v!r}")
+                    raise ValueError(f"{where}: metric {j} of {len(value)} is not a number")
                 metrics[name] = float(v)
         else:
             raise ValueError(f"{where}: value must be a number or an object of named metrics")
         if self.reward_key is not None and self.reward_key not in metrics:
-            raise ValueError(f"{where} has no reward key {self.reward_key!r} (it has: {', '.join(metrics)})")
+            raise ValueError(f"{where} has no metric named {self.reward_key!r} (it has {len(metrics)})")
         if self.reward_key is None and len(metrics) != 1:
-            raise ValueError(f"{where} has several metrics ({', '.join(metrics)}): choose one as the reward key")
+            raise ValueError(f"{where} has {len(metrics)} metrics: name the reward with evaluator.reward_key "
+                             "(--reward-key)")
         if any(not math.isfinite(v) for v in metrics.values()):
             raise ValueError(f"{where}: metrics must be finite numbers")
         return metrics

@@ -7,11 +7,13 @@ so the cluster runs the code that submitted it whatever it has installed.
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 PACKAGES = ("controller_policy", "supernet_worker", "services")
@@ -21,8 +23,25 @@ EXCLUDES = [".venv", ".git", "runs", "data", "*.npz", "*.pt", "__pycache__", "*.
 COMMANDS = ("search", "compare", "report", "make-table")
 
 
+# (connect, read) seconds of every Jobs API request: a hung dashboard must not hang its caller.
+TIMEOUT_S = (5.0, 30.0)
+UPLOAD_TIMEOUT_S = (5.0, 300.0)  # a job's working_dir and packages (up to Ray's 500 MiB)
+
+
 class JobsError(Exception):
     """A Jobs API call that cannot be done, said in one line."""
+
+
+class JobsUnavailable(JobsError):
+    """The Jobs API did not answer (refused, timed out, or the head is restarting): try again later."""
+
+
+class _TimedJobClient(JobSubmissionClient):
+    """Ray's client, whose requests otherwise wait forever on a dashboard that accepts and never answers."""
+
+    def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", UPLOAD_TIMEOUT_S if method == "PUT" else TIMEOUT_S)
+        return super()._do_request(method, endpoint, **kwargs)
 
 
 @dataclass
@@ -66,8 +85,8 @@ class RaynasJobs:
     def __init__(self, address: str | None = None) -> None:
         self.address = address or "(RAY_ADDRESS or the local cluster)"
         try:
-            self.client = JobSubmissionClient(address)
-        except (ConnectionError, ValueError) as exc:
+            self.client = _TimedJobClient(address)
+        except (ConnectionError, ValueError, requests.RequestException) as exc:
             raise JobsError(f"cannot reach the Ray Jobs API at {self.address}: {_first_line(exc)} "
                             "(is the head's dashboard running? `ray start --head` starts it on port 8265)") from None
 
@@ -77,9 +96,16 @@ class RaynasJobs:
         except RuntimeError as exc:
             if job_id is not None and "does not exist" in str(exc):
                 raise JobsError(f"no job {job_id!r} on {self.address} (see `raynas jobs list`)") from None
+            if _UNAVAILABLE_STATUS.search(str(exc)):  # the dashboard is up but its head is not (yet)
+                raise JobsUnavailable(f"Jobs API at {self.address}: {_first_line(exc)}") from None
             raise JobsError(f"Jobs API at {self.address}: {_first_line(exc)}") from None
-        except ConnectionError as exc:
-            raise JobsError(f"lost the Jobs API at {self.address}: {_first_line(exc)}") from None
+        # Ray's client raises requests' errors (not the built-in ConnectionError) for a head that went away.
+        except (ConnectionError, requests.RequestException) as exc:
+            raise JobsUnavailable(f"lost the Jobs API at {self.address}: {_first_line(exc)}") from None
+
+    def ping(self) -> str:
+        """The cluster's Ray version; JobsUnavailable while the Jobs API does not answer."""
+        return self._call(None, self.client.get_version)
 
     def submit(self, command: Sequence[str], working_dir: str | Path = ".", submission_id: str | None = None,
                metadata: dict[str, str] | None = None, entrypoint_num_gpus: float | None = None) -> str:
@@ -123,6 +149,9 @@ class RaynasJobs:
 
         self._call(job_id, lambda: asyncio.run(tail()))
         return self.status(job_id)
+
+
+_UNAVAILABLE_STATUS = re.compile(r"status code (502|503|504)\b")
 
 
 def _record(info: Any) -> JobRecord:

@@ -27,7 +27,7 @@ def table(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--algo", "foo"], "unknown algorithm 'foo' (choose ppo, reinforce, rea, random)"),
     (["--space", "darts"], "unknown search space 'darts'"),
-    (["--reward-key", "accuracy"], "has no reward key 'accuracy' (it has: valid, test)"),
+    (["--reward-key", "accuracy"], "has no metric named 'accuracy' (it has 2)"),
     (["--budget", "0"], "budget must be >= 1"),
 ])
 def test_bad_search_arguments_one_line_exit_2(tmp_path, table, args, message):

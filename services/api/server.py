@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import sqlite3
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller_policy.spaces import build_space, parse_arch
 
-from ..jobs import JobsError, RaynasJobs
-from ..search import PROGRESS
+from ..jobs import JobsError, JobsUnavailable, RaynasJobs
+from ..search import PROGRESS, latest_checkpoint
+from .availability import DATABASE, RAY, Availability
+from .feed import ChangeFeed
 from .proto import raynas_pb2 as pb
 from .proto import raynas_pb2_grpc as pb_grpc
 from .store import DuplicateKey, SearchRecord, SearchStore, new_search_id
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "raynas.v1.SearchService"
 JOB_STATES = {"PENDING": "PENDING", "RUNNING": "RUNNING", "SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED",
               "STOPPED": "CANCELLED"}
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -58,6 +61,9 @@ class ServiceConfig:
     data_roots: list[str] = field(default_factory=list)  # a spec's table/data_dir must lie below one (or runs_dir)
     max_table_bytes: int = 256 << 20
     poll_interval_s: float = 1.0
+    max_retry_s: float = 30.0  # the longest back-off between attempts while Ray or the database is down
+    db_timeout_s: float = 10.0  # a query waiting this long for another process's database lock fails
+    max_job_attempts: int = 3  # Ray jobs per search: a head restart loses a running job, which is resubmitted
     max_workers: int = 8  # threads for handlers that call Ray or read files
     max_active: int = 16  # unfinished searches; a submit beyond gets RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int = 256  # gRPC refuses calls beyond (RESOURCE_EXHAUSTED)
@@ -81,9 +87,12 @@ class ServiceConfig:
         for root in self.data_roots:
             if not Path(root).is_dir():
                 raise ValueError(f"--data-root {root}: not a directory")
-        for name in ("max_active", "max_concurrent_rpcs", "max_watch_streams"):
+        for name in ("max_active", "max_concurrent_rpcs", "max_watch_streams", "max_job_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+        for name in ("poll_interval_s", "max_retry_s", "db_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.max_table_bytes < 1:
             raise ValueError(f"--max-table-mb: must be positive, got {self.max_table_bytes} bytes")
         if not self.is_loopback and not self.tls_cert and not self.insecure:
@@ -166,6 +175,10 @@ def _guarded(blocking: bool = False) -> Callable:
                 return method(self, request, context)
             except RequestError as exc:
                 await context.abort(exc.code, exc.message)
+            except sqlite3.OperationalError as exc:  # locked, disk full, unreadable: the poller sees it recover
+                self.availability.down(DATABASE, str(exc))
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"the service's database is unusable ({exc}); "
+                                    "try again later")
             except Exception:  # noqa: BLE001 - the server outlives any one request
                 log.exception("%s failed", method.__name__)
                 await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error (see the service log)")
@@ -188,6 +201,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._watchers = 0  # open WatchSearch streams (event-loop thread only)
         self._messages: dict[str, tuple[float, pb.Search]] = {}
         self._poller: threading.Thread | None = None
+        self.availability = Availability(cfg.poll_interval_s, cfg.max_retry_s)
+        self.feed: ChangeFeed | None = None  # set once the event loop exists (start_service)
 
     # -- RPCs --------------------------------------------------------------------------------
     @_guarded(blocking=True)
@@ -214,14 +229,17 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 self.store.insert(record)
             except DuplicateKey:  # a concurrent submit with the same key won
                 return search_message(self._same_request(self.store.by_key(key), name, spec))
-        self._submit(record)
+        if self.availability.is_down(RAY):  # no call that would time out: the poller submits it later
+            self._update(search_id, error=f"waiting for Ray: {self.availability.reason(RAY)}")
+        else:
+            self._submit(record)
         return search_message(self.store.get(search_id))
 
-    @_guarded()
+    @_guarded(blocking=True)
     def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
         return self._message(self._get(request.id, with_config=False))
 
-    @_guarded()
+    @_guarded(blocking=True)
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         states, size, after = check_list_request(request)
         records = self.store.page(states, request.name_prefix, after, size + 1)
@@ -231,11 +249,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                                        next_page_token=encode_page_token(records[-1].seq) if more else "")
 
     async def WatchSearch(self, request: pb.WatchSearchRequest, context) -> AsyncIterator[pb.Progress]:
+        loop = asyncio.get_running_loop()
         try:
             _check_decoded(request)
-            record = self._get(request.id)
+            record = await loop.run_in_executor(None, self._get, request.id, False)
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
+        except sqlite3.OperationalError as exc:
+            self.availability.down(DATABASE, str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the service's database is unusable ({exc})")
         if self._watchers >= self.cfg.max_watch_streams:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{self._watchers} watch streams are open, this service's limit; poll GetSearch "
@@ -250,7 +272,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is shutting down; watch again")
 
     async def _watch(self, record: SearchRecord) -> AsyncIterator[pb.Progress]:
-        last = None
+        """Woken by the feed when the record changes; the timeout only bounds a missed database write
+        by another process (none is expected: the service owns its database)."""
+        loop, last = asyncio.get_running_loop(), None
         while not self._stop.is_set():  # a client that goes away cancels this coroutine
             seen = (record.state, record.progress.get("iteration"), record.progress.get("evaluated"))
             if seen != last:
@@ -258,8 +282,17 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 yield progress_message(record)
             if record.terminal:
                 return
-            await asyncio.sleep(min(0.25, self.cfg.poll_interval_s))
-            record = self.store.get(record.id, with_config=False)
+            changed = self.feed.changed(record.id)
+            current = await loop.run_in_executor(None, self.store.get, record.id, False)
+            if current is not None and current.updated_at != record.updated_at:
+                changed.cancel()
+            else:
+                try:
+                    await asyncio.wait_for(changed, timeout=max(30.0, self.cfg.poll_interval_s))
+                except asyncio.TimeoutError:
+                    pass
+                current = await loop.run_in_executor(None, self.store.get, record.id, False)
+            record = current if current is not None else record
 
     @_guarded(blocking=True)
     def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
@@ -270,13 +303,19 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             record = self._get(request.id)
             if record.terminal:
                 return search_message(record)
-            self.store.update(record.id, cancel_requested=1)
+            self._update(record.id, cancel_requested=1)
             if not record.submitted:
-                self.store.update(record.id, state="CANCELLED", error="cancelled before it was submitted to Ray")
+                self._update(record.id, state="CANCELLED", error="cancelled before it was submitted to Ray")
             else:
                 self._stop_job(record)
         self._wake.set()
         return search_message(self.store.get(record.id))
+
+    def _update(self, search_id: str, **changes: Any) -> None:
+        """Every change of a record goes through here, so its watchers wake."""
+        self.store.update(search_id, **changes)
+        if self.feed is not None:
+            self.feed.notify(search_id)
 
     def _stop_job(self, record: SearchRecord) -> None:
         try:
@@ -330,11 +369,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 job_dir = self.jobs_dir / record.id
                 job_dir.mkdir(parents=True, exist_ok=True)
                 (job_dir / "config.yaml").write_text(yaml.safe_dump(record.config, sort_keys=False))
-                self.jobs.submit(["search", "--config", "config.yaml"], working_dir=job_dir,
-                                 submission_id=record.job_id, metadata={"raynas_search": record.id})
-            self.store.update(record.id, submitted=1, error="")
+                self.jobs.submit(search_command(record), working_dir=job_dir, submission_id=record.job_id,
+                                 metadata={"raynas_search": record.id})
+            self._update(record.id, submitted=1, error="")
         except JobsError as exc:
-            self.store.update(record.id, error=f"waiting for Ray: {exc}")
+            self._update(record.id, error=f"waiting for Ray: {exc}")
+            if isinstance(exc, JobsUnavailable):
+                self.availability.down(RAY, str(exc))
             return
         # Re-checked after the job started: a cancel recorded meanwhile (by any path) stops it.
         current = self.store.get(record.id, with_config=False)
@@ -343,29 +384,49 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     # -- following the jobs --------------------------------------------------------------------
     def reconcile(self) -> None:
-        """One pass over the unfinished searches: submit, refresh state and progress."""
-        for record in self.store.unfinished():
+        """One pass: check Ray and the database, then submit, refresh state and progress of every
+        unfinished search. An outage ends the pass (no timeout per record) and is retried with back-off."""
+        try:
+            records = self.store.unfinished()
+        except sqlite3.OperationalError as exc:
+            self.availability.down(DATABASE, str(exc))
+            return
+        self.availability.up(DATABASE)
+        try:
+            self.jobs.ping()
+        except JobsError as exc:
+            self.availability.down(RAY, str(exc))
+            return
+        self.availability.up(RAY)
+        for record in records:
             if self._stop.is_set():
                 return
             try:
                 self._refresh(record)
+            except JobsUnavailable as exc:
+                self.availability.down(RAY, str(exc))
+                return
+            except sqlite3.OperationalError as exc:
+                self.availability.down(DATABASE, str(exc))
+                return
             except Exception:  # noqa: BLE001 - one bad record must not stop the others
                 log.exception("refreshing %s", record.id)
 
     def _refresh(self, record: SearchRecord) -> None:
         if not record.submitted:
             if record.cancel_requested:
-                self.store.update(record.id, state="CANCELLED")
+                self._update(record.id, state="CANCELLED")
             else:
                 self._submit(record)
             return
         try:
             job = self.jobs.status(record.job_id)
+        except JobsUnavailable:
+            raise
         except JobsError as exc:
             if str(exc).startswith("no job "):
-                self.store.update(record.id, state="FAILED", error=f"the Ray job {record.job_id} is gone "
-                                  "(was the cluster restarted?)")
-            return  # Ray out of reach: try again on the next pass
+                self._resubmit_lost(record)
+            return
         if record.cancel_requested and job.status in ("PENDING", "RUNNING"):
             self.jobs.stop(record.job_id)
         changes: dict[str, Any] = {}
@@ -378,24 +439,48 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             if state == "FAILED":
                 changes["error"] = job_error(self.jobs, record.job_id, job.message)
         if changes:
-            self.store.update(record.id, **changes)
+            self._update(record.id, **changes)
+
+    def _resubmit_lost(self, record: SearchRecord) -> None:
+        """Ray no longer knows the job (its head restarted without persistent state): start it again,
+        from its last checkpoint when it wrote one, up to ``max_job_attempts`` jobs per search."""
+        lost = f"Ray lost the job {record.job_id} (was its head restarted?)"
+        if record.attempt >= self.cfg.max_job_attempts:
+            self._update(record.id, state="FAILED", error=f"{lost}; gave up after {record.attempt} jobs")
+            return
+        attempt = record.attempt + 1
+        log.warning("%s; resubmitting search %s (job %d of at most %d)", lost, record.id, attempt,
+                    self.cfg.max_job_attempts)
+        self._update(record.id, state="PENDING", submitted=0, attempt=attempt,
+                     job_id=f"raynas-{record.id}-{attempt}", error=f"{lost}; resubmitted")
+        self._submit(record)
 
     def start_polling(self) -> None:
-        self.reconcile()  # before serving: a restarted service answers with fresh states
         self._poller = threading.Thread(target=self._poll_loop, name="raynas-job-poller", daemon=True)
         self._poller.start()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.cfg.poll_interval_s)
+            self._wake.wait(self.availability.retry_in(self.cfg.poll_interval_s))
             self._wake.clear()
-            self.reconcile()
+            if not self._stop.is_set():
+                self.reconcile()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.feed is not None:
+            self.feed.close()
         if self._poller is not None:
             self._poller.join(timeout=30)
+
+
+def search_command(record: SearchRecord) -> list[str]:
+    """A resubmitted search continues from its last checkpoint when it wrote one."""
+    out = Path(record.output_dir)
+    if record.attempt > 1 and (out / "config.json").is_file() and latest_checkpoint(out) is not None:
+        return ["search", "--resume", str(out)]
+    return ["search", "--config", "config.yaml"]
 
 
 def read_progress(output_dir: str) -> dict[str, Any] | None:
@@ -501,14 +586,15 @@ class RunningService:
 def start_service(cfg: ServiceConfig) -> RunningService:
     """Start serving (returns at once); ``RunningService.stop`` ends it."""
     cfg.validate()
-    store = SearchStore(cfg.db)
+    store = SearchStore(cfg.db, cfg.db_timeout_s)
     jobs = RaynasJobs(cfg.ray_address)
     servicer = SearchServicer(cfg, store, jobs)
-    servicer.start_polling()
     loop = uvloop.new_event_loop()  # measured: ~20% more calls/s than asyncio's loop (bench/service_load.py)
     loop.set_default_executor(futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="raynas-rpc"))
     thread = threading.Thread(target=loop.run_forever, name="raynas-grpc", daemon=True)
     thread.start()
+    servicer.feed = ChangeFeed(loop)
+    servicer.reconcile()  # before serving: a restarted service answers with fresh states
 
     async def start() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -529,8 +615,6 @@ def start_service(cfg: ServiceConfig) -> RunningService:
                             "unencrypted", address)
             port = server.add_insecure_port(address)
         await server.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return server, health_servicer, port
 
     try:
@@ -541,4 +625,14 @@ def start_service(cfg: ServiceConfig) -> RunningService:
         thread.join(30)
         store.close()
         raise ValueError(f"cannot serve on {cfg.host}:{cfg.port}: {exc}") from None
+
+    async def set_health(serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, status)
+
+    # NOT_SERVING while Ray or the database is down; set from the poller's thread on every change.
+    servicer.availability.on_change = lambda serving: asyncio.run_coroutine_threadsafe(set_health(serving), loop)
+    asyncio.run_coroutine_threadsafe(set_health(servicer.availability.serving), loop).result(10)
+    servicer.start_polling()
     return RunningService(server, servicer, health_servicer, port, loop, thread)

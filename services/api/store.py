@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS searches (
     submitted INTEGER NOT NULL,    -- 1 once Ray accepted the job
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,  -- Ray jobs started for it (a head restart loses one)
     output_dir TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '',
     progress TEXT NOT NULL DEFAULT '{}',
@@ -38,8 +39,8 @@ CREATE TABLE IF NOT EXISTS searches (
 CREATE INDEX IF NOT EXISTS searches_state ON searches (state);
 """
 ALL = "*"
-LIGHT = ("seq, id, name, idempotency_key, spec, state, submitted, cancel_requested, job_id, output_dir, error, "
-         "progress, created_at, updated_at")
+LIGHT = ("seq, id, name, idempotency_key, spec, state, submitted, cancel_requested, job_id, attempt, output_dir, "
+         "error, progress, created_at, updated_at")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class SearchRecord:
     submitted: bool
     job_id: str
     output_dir: str
+    attempt: int = 1
     error: str = ""
     progress: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
@@ -74,14 +76,18 @@ class DuplicateKey(Exception):
 
 
 class SearchStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timeout_s: float = 30.0) -> None:
+        """``timeout_s``: how long a query waits for another process's lock before failing."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=timeout_s)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(searches)")}
+        if "attempt" not in columns:  # a database from before job resubmission
+            self._db.execute("ALTER TABLE searches ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         with self._lock:
