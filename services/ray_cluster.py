@@ -1,7 +1,18 @@
-"""Connecting to Ray: the cluster the user names, the one running here, or an embedded one."""
+"""Connecting to Ray: the cluster the user names, the one running here, or an embedded one; and a
+local Ray head with the Jobs API, in a process of its own, for ``raynas serve`` (and the tests)."""
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import ray
 
@@ -40,3 +51,121 @@ def check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float
     if need_cpus > have_cpus:
         raise ValueError(f"weight_sharing.cpus_per_worker: {workers} workers x {cpus_per_worker:g} CPUs = "
                          f"{need_cpus:g} CPUs, but the cluster has {have_cpus:g}")
+
+
+def free_port() -> int:
+    """A free loopback port outside Ray's default worker port range (10002-19999)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port
+
+
+class LocalRayHead:
+    """``ray start --head --block`` in its own process group, temp dir and free ports, with the
+    dashboard (the Jobs API) on 127.0.0.1; jobs run ``python`` as this interpreter.
+
+    ``ray.init`` cannot do this: it picks no free ports for the dashboard's agent, so beside another
+    Ray instance on the machine its head has no agent to run jobs ("No available agent to submit job").
+    """
+
+    def __init__(self, root: str | Path | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+                 object_store_mb: int | None = None) -> None:
+        self.owns_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="raynas-head-") if root is None else root)
+        self.num_cpus, self.num_gpus, self.object_store_mb = num_cpus, num_gpus, object_store_mb
+        self.temp_dir = self.root / "ray"  # its own: leaves /tmp/ray/ray_current_cluster to other clusters
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root / "head.log"
+
+    @property
+    def address(self) -> str:
+        """The GCS address (for ``ray.init``)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def jobs_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, timeout_s: float = 120.0) -> "LocalRayHead":
+        """Start (or, after ``stop``, restart on the same GCS and dashboard ports) and wait for the Jobs API."""
+        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port,
+                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+                 "--runtime-env-agent-port": free_port(), "--node-manager-port": free_port(),
+                 "--object-manager-port": free_port()}
+        cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+               "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+               "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
+        for flag, value in (("--num-cpus", self.num_cpus), ("--num-gpus", self.num_gpus),
+                            ("--object-store-memory", self.object_store_mb and self.object_store_mb << 20)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        for flag, port in ports.items():
+            cmd += [flag, str(port)]
+        self.proc = subprocess.Popen(cmd, env=self._env(), stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            self._wait_for_jobs_api(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _env(self) -> dict[str, str]:
+        """Jobs run ``python -m services.cli ...``: ``python`` must be this interpreter, whatever the PATH."""
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        python = bin_dir / "python"  # a script, not a link: a linked venv interpreter loses its venv
+        python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        python.chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def _wait_for_jobs_api(self, timeout_s: float) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.time() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"ray start exited with code {self.proc.returncode}; the end of {self.log_path}:"
+                                   f"\n{tail}")
+            try:
+                JobSubmissionClient(self.jobs_url).list_jobs()
+                return
+            except Exception:  # noqa: BLE001 - not up yet: connection refused, 5xx, no agent yet
+                if time.time() > deadline:
+                    raise RuntimeError(f"the local Ray head's Jobs API did not answer within {timeout_s:.0f} s "
+                                       f"(see {self.log_path})") from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the head and everything it started (its process group)."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # whatever the group left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def cleanup(self) -> None:
+        """Stop, and remove the temp dir this head made for itself."""
+        self.stop()
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)

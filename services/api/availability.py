@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Callable
 
-log = logging.getLogger("raynas.service")
+log = logging.getLogger(__name__)
 
 RAY, DATABASE = "the Ray Jobs API", "the database"
 

@@ -387,6 +387,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         """One pass: check Ray and the database, then submit, refresh state and progress of every
         unfinished search. An outage ends the pass (no timeout per record) and is retried with back-off."""
         try:
+            self.store.check_writable()
             records = self.store.unfinished()
         except sqlite3.OperationalError as exc:
             self.availability.down(DATABASE, str(exc))

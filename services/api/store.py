@@ -89,6 +89,13 @@ class SearchStore:
         if "attempt" not in columns:  # a database from before job resubmission
             self._db.execute("ALTER TABLE searches ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
 
+    def check_writable(self) -> None:
+        """Take the write lock and let it go: raises sqlite3.OperationalError while another process
+        holds the database (or the disk refuses) for longer than the timeout."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

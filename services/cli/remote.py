@@ -75,9 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    from ..jobs import JobsError
-    from ..api.server import ServiceConfig, start_service
     from ..api.client import read_token
+    from ..api.server import ServiceConfig, start_service
+    from ..jobs import JobsError
 
     try:
         cfg = ServiceConfig(host=args.host, port=args.port, ray_address=args.ray_address, db=args.db,
@@ -86,9 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
                             data_roots=args.data_root or [], max_table_bytes=int(args.max_table_mb * (1 << 20)),
                             max_active=args.max_active, max_watch_streams=args.max_watch_streams,
                             max_concurrent_rpcs=args.max_concurrent_rpcs,
-                            poll_interval_s=args.poll_interval)
+                            poll_interval_s=args.poll_interval).validate()  # before any Ray head starts
+    except ValueError as exc:
+        fail(str(exc))
+    head = _local_head_unless_a_cluster(cfg)
+    try:
         service = start_service(cfg)
     except (ValueError, JobsError) as exc:
+        if head is not None:
+            head.cleanup()
         fail(str(exc))
     scheme = "TLS" if cfg.tls_cert else "plaintext" + (", --insecure" if not cfg.is_loopback else "")
     print(f"[raynas] search service on {cfg.host}:{service.port} ({scheme}"
@@ -98,7 +104,39 @@ def cmd_serve(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     service.stop()
-    print("[raynas] search service stopped (running searches go on as Ray jobs)")
+    if head is not None:
+        head.cleanup()
+        print("[raynas] search service and its local Ray head stopped")
+    else:
+        print("[raynas] search service stopped (running searches go on as Ray jobs)")
+
+
+def _local_head_unless_a_cluster(cfg):
+    """``--ray-address URL``: that cluster, never a head of our own. ``local``: always our own head.
+    None: the cluster RAY_ADDRESS names, else one running here, else our own head (stopped on exit)."""
+    import os
+
+    from ..jobs import JobsError, RaynasJobs
+    from ..ray_cluster import LocalRayHead
+
+    if cfg.ray_address not in (None, "local"):
+        return None
+    if cfg.ray_address is None:
+        if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_API_SERVER_ADDRESS"):
+            return None  # as Ray reads them; an unreachable one fails in start_service, naming it
+        try:
+            RaynasJobs(None).ping()
+            return None
+        except JobsError:
+            pass
+    print("[raynas] no Ray cluster to use: starting a local Ray head (its dashboard on 127.0.0.1)", flush=True)
+    try:
+        head = LocalRayHead().start()
+    except RuntimeError as exc:
+        fail(f"could not start a local Ray head: {exc}")
+    cfg.ray_address = head.jobs_url
+    print(f"[raynas] local Ray head: Jobs API at {head.jobs_url}; it stops with the service", flush=True)
+    return head
 
 
 CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
@@ -197,7 +235,9 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
     serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token and TLS (or --insecure)")
     serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265 (default: RAY_ADDRESS or local)")
+    serve.add_argument("--ray-address", help="the head's Jobs API, http://HEAD:8265; 'local': start a Ray head of "
+                                             "its own (default: RAY_ADDRESS, else a cluster running here, else "
+                                             "a head of its own, stopped on exit)")
     serve.add_argument("--db", default="runs/service/searches.db", help="the service's SQLite records")
     serve.add_argument("--runs-dir", default="runs/service/searches",
                        help="searches write below it (a disk the cluster and the service share)")

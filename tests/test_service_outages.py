@@ -1,0 +1,241 @@
+"""The service through Ray and database outages, races and its own start-up, with real components:
+a Ray head killed and restarted under it, a database another process locks, concurrent submits,
+and `raynas serve` starting (and stopping) a Ray head of its own."""
+import json
+import logging
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.api.client import SearchClient
+from services.api.proto import raynas_pb2 as pb
+from services.api.server import ServiceConfig, start_service
+from services.jobs import RaynasJobs
+from tests.ray_head import RayHead, free_port
+from tests.test_service import tabular, watch
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    from controller_policy.landscapes import nb201_landscape
+
+    path = tmp_path_factory.mktemp("outage-table") / "nb201.json"
+    path.write_text(json.dumps(nb201_landscape(1)))
+    return path
+
+
+def health_status(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def wait_health(port: int, status: int, timeout_s: float = 30.0) -> float:
+    start = time.time()
+    while health_status(port) != status:
+        assert time.time() - start < timeout_s, f"health did not become {status} within {timeout_s} s"
+        time.sleep(0.1)
+    return time.time() - start
+
+
+def test_ray_head_killed_and_restarted_while_the_service_runs(table, tmp_path, caplog):
+    """Records survive, health flips and recovers, a search submitted during the outage waits
+    PENDING and runs afterwards, a job the dead head lost is resubmitted and resumes from its
+    checkpoint (its trajectory has every architecture exactly once), one warning per outage."""
+    head = RayHead()  # its own short temp dir: Ray's socket paths must stay under 108 bytes
+    head.start()
+    cfg = ServiceConfig(port=0, ray_address=head.jobs_url, db=str(tmp_path / "s.db"), runs_dir=str(tmp_path / "runs"),
+                        data_roots=[str(table.parent)], poll_interval_s=0.2, max_retry_s=1.0)
+    running = None
+    try:
+        with caplog.at_level(logging.WARNING, logger="services.api"):
+            running = start_service(cfg)
+            assert health_status(running.port) == health_pb2.HealthCheckResponse.SERVING
+            with SearchClient(f"127.0.0.1:{running.port}", timeout_s=30) as c:
+                spec = tabular(table, budget=240, yaml_overrides="episodes_per_iteration: 8\n")
+                long = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=spec, name="survivor"))
+                deadline = time.time() + 120
+                while not (Path(long.output_dir) / "checkpoints").is_dir() or \
+                        not any((Path(long.output_dir) / "checkpoints").iterdir()):
+                    assert time.time() < deadline, "the search wrote no checkpoint"
+                    time.sleep(0.2)
+                assert c.call("GetSearch", pb.GetSearchRequest(id=long.id)).state == pb.RUNNING
+
+                head.stop()
+                wait_health(running.port, health_pb2.HealthCheckResponse.NOT_SERVING)
+                started = time.time()
+                during = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=8), name="during"))
+                assert time.time() - started < 5  # no Jobs API timeout on the caller's clock
+                assert during.state == pb.PENDING and during.error.startswith("waiting for Ray")
+                assert c.call("GetSearch", pb.GetSearchRequest(id=long.id)).name == "survivor"  # records kept
+                time.sleep(3)  # several back-off rounds: still one warning
+
+                head.start()
+                wait_health(running.port, health_pb2.HealthCheckResponse.SERVING, timeout_s=60)
+                assert watch(c, during.id)[-1].state == pb.SUCCEEDED
+                final = watch(c, long.id, timeout_s=300)[-1]
+                assert final.state == pb.SUCCEEDED and final.archs_sampled == 240
+                again = c.call("GetSearch", pb.GetSearchRequest(id=long.id))
+                assert again.job_id == f"raynas-{long.id}-2", again
+                logs = RaynasJobs(head.jobs_url).logs(again.job_id)
+                assert "resumed from" in logs, logs[-2000:]
+                rows = [json.loads(line) for line in (Path(long.output_dir) / "trajectory.jsonl").read_text().splitlines()]
+                assert [r["sample"] for r in rows] == list(range(len(rows))) and len(rows) == 240
+    finally:
+        if running is not None:
+            running.stop()
+        head.cleanup()
+    outage_lines = [r for r in caplog.records if "the Ray Jobs API is unusable" in r.getMessage()]
+    assert len(outage_lines) == 1, [r.getMessage() for r in caplog.records]
+    assert any("the Ray Jobs API is back after" in r.getMessage() for r in caplog.records)
+    assert any(f"Ray lost the job raynas-{long.id}" in r.getMessage() for r in caplog.records)
+
+
+def test_a_locked_database_turns_health_off_without_blocking_the_server(ray_head, table, tmp_path):
+    cfg = ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"), runs_dir=str(tmp_path / "r"),
+                        data_roots=[str(table.parent)], poll_interval_s=0.2, max_retry_s=0.5, db_timeout_s=0.5)
+    running = start_service(cfg)
+    try:
+        with SearchClient(f"127.0.0.1:{running.port}", timeout_s=30) as c:
+            first = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=8), name="before"))
+            other = sqlite3.connect(cfg.db, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+            try:
+                wait_health(running.port, health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=10)
+                done = threading.Event()
+                errors = []
+
+                def submit() -> None:
+                    try:
+                        c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=8), name="locked"))
+                    except grpc.RpcError as exc:
+                        errors.append(exc)
+                    done.set()
+
+                threading.Thread(target=submit).start()
+                slowest = max(timed(lambda: health_status(running.port)) for _ in range(10))
+                assert slowest < 0.25, f"a health check took {slowest:.2f} s while a handler waited for the lock"
+                assert done.wait(30) and errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
+                assert "database is unusable" in errors[0].details()
+                assert c.call("GetSearch", pb.GetSearchRequest(id=first.id)).name == "before"  # reads still work
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            wait_health(running.port, health_pb2.HealthCheckResponse.SERVING, timeout_s=10)
+            assert watch(c, first.id)[-1].state == pb.SUCCEEDED
+    finally:
+        running.stop()
+
+
+def timed(fn) -> float:
+    start = time.time()
+    fn()
+    return time.time() - start
+
+
+def test_watchers_are_woken_by_record_changes_not_by_polling(ray_head, table, tmp_path):
+    """With a 60 s poll interval (and a 30 s safety timeout in the stream), a change to the record
+    reaches an open watch stream at once."""
+    cfg = ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"), runs_dir=str(tmp_path / "r"),
+                        data_roots=[str(table.parent)], poll_interval_s=60)
+    running = start_service(cfg)
+    try:
+        with SearchClient(f"127.0.0.1:{running.port}", timeout_s=30) as c:
+            search = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=100_000), name="w"))
+            updates: list = []
+            stream = c.stub.WatchSearch(pb.WatchSearchRequest(id=search.id), timeout=60, metadata=c.metadata)
+
+            def read() -> None:
+                try:
+                    for update in stream:
+                        updates.append((time.time(), update))
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.CANCELLED
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            deadline = time.time() + 10
+            while not updates:
+                assert time.time() < deadline
+                time.sleep(0.05)
+            changed_at = time.time()
+            running.servicer._update(search.id, progress={"iteration": 41, "evaluated": 164})
+            while not any(u.epoch == 41 for _, u in updates):
+                assert time.time() - changed_at < 2, "the watcher was not woken by the change"
+                time.sleep(0.02)
+            stream.cancel()
+            reader.join(10)
+            cancelled = c.call("CancelSearch", pb.CancelSearchRequest(id=search.id))
+            assert cancelled.state in (pb.PENDING, pb.RUNNING, pb.CANCELLED)  # the job is stopped now
+    finally:
+        running.stop()
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_search(ray_head, table, tmp_path):
+    cfg = ServiceConfig(port=0, ray_address=ray_head.jobs_url, db=str(tmp_path / "s.db"), runs_dir=str(tmp_path / "r"),
+                        data_roots=[str(table.parent)], poll_interval_s=0.3)
+    running = start_service(cfg)
+    try:
+        request = pb.SubmitSearchRequest(spec=tabular(table, budget=8, seed=9), name="twice", idempotency_key="k-77")
+        barrier, answers = threading.Barrier(4), []
+
+        def submit() -> None:
+            with SearchClient(f"127.0.0.1:{running.port}", timeout_s=60) as c:
+                barrier.wait()
+                answers.append(c.call("SubmitSearch", request))
+
+        threads = [threading.Thread(target=submit) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(answers) == 4 and len({a.id for a in answers}) == 1
+        jobs = [j for j in RaynasJobs(ray_head.jobs_url).list() if j.job_id.startswith(f"raynas-{answers[0].id}")]
+        assert len(jobs) == 1
+        with SearchClient(f"127.0.0.1:{running.port}", timeout_s=60) as c:
+            assert watch(c, answers[0].id)[-1].state == pb.SUCCEEDED
+            assert len(c.call("ListSearches", pb.ListSearchesRequest(name_prefix="twice")).searches) == 1
+    finally:
+        running.stop()
+
+
+def test_serve_without_a_cluster_starts_a_local_head_and_stops_it_on_exit(table, tmp_path):
+    """`raynas serve` with no cluster reachable (here: `--ray-address local`, what it falls back to):
+    its own Ray head with the Jobs API on loopback; searches run on it; SIGTERM stops both."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env["PATH"] = "/usr/bin:/bin"  # as from a shell without the virtualenv activated
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--ray-address",
+                             "local", "--db", str(tmp_path / "s.db"), "--runs-dir", str(tmp_path / "runs"),
+                             "--data-root", str(table.parent)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert "starting a local Ray head" in proc.stdout.readline()
+        line = proc.stdout.readline()
+        match = re.search(r"local Ray head: Jobs API at (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        jobs_url = match.group(1)
+        assert "search service on 127.0.0.1:" in proc.stdout.readline()
+        with SearchClient(f"127.0.0.1:{port}", timeout_s=60) as c:
+            search = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=8), name="local"))
+            final = watch(c, search.id)[-1]
+            assert final.state == pb.SUCCEEDED, c.call("GetSearch", pb.GetSearchRequest(id=search.id)).error
+        assert RaynasJobs(jobs_url).status(search.job_id).status == "SUCCEEDED"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "its local Ray head stopped" in proc.stdout.read()
+        with pytest.raises(Exception):  # the head went with the service
+            RaynasJobs(jobs_url).list()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
