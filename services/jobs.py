@@ -39,8 +39,13 @@ class JobsUnavailable(JobsError):
 class _TimedJobClient(JobSubmissionClient):
     """Ray's client, whose requests otherwise wait forever on a dashboard that accepts and never answers."""
 
+    def __init__(self, address: str | None, timeout_s: tuple[float, float]) -> None:
+        self.timeout_s = timeout_s  # before super().__init__, which already asks for the version
+        super().__init__(address)
+
     def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", UPLOAD_TIMEOUT_S if method == "PUT" else TIMEOUT_S)
+        upload = (self.timeout_s[0], max(self.timeout_s[1], UPLOAD_TIMEOUT_S[1]))
+        kwargs.setdefault("timeout", upload if method == "PUT" else self.timeout_s)
         return super()._do_request(method, endpoint, **kwargs)
 
 
@@ -82,10 +87,11 @@ def project_runtime_env(working_dir: str | Path = ".") -> dict[str, Any]:
 class RaynasJobs:
     """JobSubmissionClient with errors a user can act on."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, timeout_s: tuple[float, float] = TIMEOUT_S) -> None:
+        """``timeout_s``: (connect, read) seconds of each request (uploads get at least five minutes)."""
         self.address = address or "(RAY_ADDRESS or the local cluster)"
         try:
-            self.client = _TimedJobClient(address)
+            self.client = _TimedJobClient(address, timeout_s)
         except (ConnectionError, ValueError, requests.RequestException) as exc:
             raise JobsError(f"cannot reach the Ray Jobs API at {self.address}: {_first_line(exc)} "
                             "(is the head's dashboard running? `ray start --head` starts it on port 8265)") from None

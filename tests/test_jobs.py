@@ -46,6 +46,31 @@ def test_unreachable_address_is_one_clear_line(capsys):
     assert code == 2 and "cannot reach the Ray Jobs API at http://127.0.0.1:" in err and len(err.splitlines()) == 1
 
 
+def test_a_hung_dashboard_times_out_as_jobs_unavailable(ray_head):
+    """A server that accepts connections and never answers (a hung dashboard) must not hang the
+    caller: each request has a timeout, and a head that stops answering is JobsUnavailable."""
+    import socket
+    import time
+
+    from services.jobs import JobsUnavailable, RaynasJobs
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # accepted by the kernel, never read
+        started = time.time()
+        with pytest.raises(JobsError, match="cannot reach the Ray Jobs API"):
+            RaynasJobs(f"http://127.0.0.1:{hung.getsockname()[1]}", timeout_s=(1.0, 1.0))
+        assert time.time() - started < 10
+        jobs = RaynasJobs(ray_head.jobs_url, timeout_s=(1.0, 1.0))
+        jobs.client._address = f"http://127.0.0.1:{hung.getsockname()[1]}"  # the same head, now hung
+        started = time.time()
+        with pytest.raises(JobsUnavailable, match="lost the Jobs API"):
+            jobs.list()
+        assert time.time() - started < 10
+    with pytest.raises(JobsUnavailable):  # and gone altogether: requests' ConnectionError
+        jobs.ping()
+
+
 def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, arrays_dir):
     from tests.test_weight_sharing import tiny_config
 

@@ -239,3 +239,24 @@ def test_serve_without_a_cluster_starts_a_local_head_and_stops_it_on_exit(table,
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_availability_backs_off_and_logs_once_per_outage(caplog):
+    from services.api.availability import DATABASE, RAY, Availability
+
+    flips = []
+    availability = Availability(base_s=0.5, max_s=4.0, on_change=flips.append)
+    assert availability.serving and availability.retry_in(1.0) == 1.0
+    with caplog.at_level(logging.WARNING, logger="services.api.availability"):
+        for _ in range(6):
+            availability.down(RAY, "connection refused")
+        assert availability.retry_in(1.0) == 4.0  # 0.5, 1, 2, 4, 4, 4: capped
+        availability.down(DATABASE, "database is locked")
+        availability.up(RAY)
+        assert not availability.serving and flips == [False]  # still down: the database
+        availability.up(DATABASE)
+        availability.up(DATABASE)  # up twice: nothing more
+    assert availability.serving and flips == [False, True]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("the Ray Jobs API is unusable (connection refused)" in m for m in messages) == 1
+    assert sum("is back after" in m for m in messages) == 2 and len(messages) == 4
