@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 from controller_policy.landscapes import nb201_landscape  # noqa: E402
 from services.api.proto import raynas_pb2 as pb  # noqa: E402
 from services.api.proto import raynas_pb2_grpc as pb_grpc  # noqa: E402
-from tests.ray_head import RayHead, free_port  # noqa: E402
+from services.ray_cluster import LocalRayHead, free_port  # noqa: E402
 
 
-def prepare(root: Path, head: RayHead, searches: int) -> tuple[subprocess.Popen, str, list[str]]:
+def prepare(root: Path, head: LocalRayHead, searches: int) -> tuple[subprocess.Popen, str, list[str]]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port),
                                "--ray-address", head.jobs_url, "--db", str(root / "searches.db"),
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        head = RayHead(root / "head")
+        head = LocalRayHead(root / "head", num_cpus=2, num_gpus=0, object_store_mb=300)
         (root / "head").mkdir()
         head.start()
         server = None

@@ -1,7 +1,11 @@
-"""Wakes the WatchSearch streams of a search when its record changes, so no stream polls the database."""
+"""What follows a record's changes: the WatchSearch streams it wakes (no stream polls the database)
+and the cached messages it invalidates (GetSearch answers from memory)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
+from typing import Any
 
 
 class ChangeFeed:
@@ -48,3 +52,40 @@ class ChangeFeed:
             waiting.discard(future)
             if not waiting:
                 del self._waiting[search_id]
+
+
+class MessageCache:
+    """The latest ``Search`` message of recently read searches, so that ``GetSearch`` answers on the
+    event loop without touching the database. Every change invalidates its entry (``changed``); a
+    reader caches what it read only if no change happened meanwhile (``version`` before the read)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._messages: OrderedDict[str, Any] = OrderedDict()
+        self._versions: dict[str, int] = {}
+
+    def get(self, search_id: str) -> Any | None:
+        with self._lock:
+            message = self._messages.get(search_id)
+            if message is not None:
+                self._messages.move_to_end(search_id)
+            return message
+
+    def version(self, search_id: str) -> int:
+        with self._lock:
+            return self._versions.get(search_id, 0)
+
+    def put(self, search_id: str, version: int, message: Any) -> None:
+        with self._lock:
+            if self._versions.get(search_id, 0) != version:
+                return  # changed while it was read: the next reader reads again
+            self._messages[search_id] = message
+            self._messages.move_to_end(search_id)
+            while len(self._messages) > self.size:
+                self._messages.popitem(last=False)
+
+    def changed(self, search_id: str) -> None:
+        with self._lock:
+            self._versions[search_id] = self._versions.get(search_id, 0) + 1
+            self._messages.pop(search_id, None)

@@ -32,7 +32,7 @@ from controller_policy.spaces import build_space, parse_arch
 from ..jobs import JobsError, JobsUnavailable, RaynasJobs
 from ..search import PROGRESS, latest_checkpoint
 from .availability import DATABASE, RAY, Availability
-from .feed import ChangeFeed
+from .feed import ChangeFeed, MessageCache
 from .proto import raynas_pb2 as pb
 from .proto import raynas_pb2_grpc as pb_grpc
 from .store import DuplicateKey, SearchRecord, SearchStore, new_search_id
@@ -161,7 +161,7 @@ def method_handlers(servicer: "SearchServicer") -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def _guarded(blocking: bool = False) -> Callable:
+def _guarded(blocking: bool = False, reads: bool = False) -> Callable:
     """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash.
     ``blocking`` handlers (they call the Jobs API or read files) run in the executor, so the
     event loop keeps answering everyone else."""
@@ -170,8 +170,9 @@ def _guarded(blocking: bool = False) -> Callable:
         async def handler(self, request, context):
             try:
                 _check_decoded(request)
-                if blocking:
-                    return await asyncio.get_running_loop().run_in_executor(None, method, self, request, context)
+                if blocking or reads:
+                    executor = self.reader if reads else None
+                    return await asyncio.get_running_loop().run_in_executor(executor, method, self, request, context)
                 return method(self, request, context)
             except RequestError as exc:
                 await context.abort(exc.code, exc.message)
@@ -200,6 +201,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._admitting = threading.Lock()  # the active-search count and the insert, together
         self._watchers = 0  # open WatchSearch streams (event-loop thread only)
         self._messages: dict[str, tuple[float, pb.Search]] = {}
+        self._latest = MessageCache()  # GetSearch's answers, invalidated by _update
+        # Reads that only touch the database: one thread, since the store serialises its queries
+        # anyway (measured: more threads only add GIL contention to the tail latency).
+        self.reader = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="raynas-db")
         self._poller: threading.Thread | None = None
         self.availability = Availability(cfg.poll_interval_s, cfg.max_retry_s)
         self.feed: ChangeFeed | None = None  # set once the event loop exists (start_service)
@@ -235,24 +240,42 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             self._submit(record)
         return search_message(self.store.get(search_id))
 
-    @_guarded(blocking=True)
-    def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
-        return self._message(self._get(request.id, with_config=False))
+    async def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
+        """From memory when the search was read since its last change (only stored ids are keys)."""
+        cached = None if isinstance(request, Undecodable) else self._latest.get(request.id)
+        return cached if cached is not None else await self._read_search(request, context)
 
-    @_guarded(blocking=True)
+    @_guarded(reads=True)
+    def _read_search(self, request: pb.GetSearchRequest, context) -> pb.Search:
+        version = self._latest.version(request.id)
+        message = self._message(self._get(request.id, with_config=False))
+        self._latest.put(message.id, version, message)
+        return message
+
+    @_guarded(reads=True)
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         states, size, after = check_list_request(request)
-        records = self.store.page(states, request.name_prefix, after, size + 1)
-        more = len(records) > size
-        records = records[:size]
-        return pb.ListSearchesResponse(searches=[self._message(r) for r in records],
-                                       next_page_token=encode_page_token(records[-1].seq) if more else "")
+        versions = self.store.page_versions(states, request.name_prefix, after, size + 1)
+        more = len(versions) > size
+        versions = versions[:size]
+        messages = []
+        for _, search_id, updated_at in versions:  # only records changed since last listed are read
+            cached = self._messages.get(search_id)
+            if cached is None or cached[0] != updated_at:
+                record = self.store.get(search_id, with_config=False)
+                cached = (updated_at, search_message(record)) if record is not None else None
+                if cached is not None and record.updated_at == updated_at:
+                    self._messages[search_id] = cached
+            if cached is not None:
+                messages.append(cached[1])
+        return pb.ListSearchesResponse(searches=messages,
+                                       next_page_token=encode_page_token(versions[-1][0]) if more else "")
 
     async def WatchSearch(self, request: pb.WatchSearchRequest, context) -> AsyncIterator[pb.Progress]:
         loop = asyncio.get_running_loop()
         try:
             _check_decoded(request)
-            record = await loop.run_in_executor(None, self._get, request.id, False)
+            record = await loop.run_in_executor(self.reader, self._get, request.id, False)
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
         except sqlite3.OperationalError as exc:
@@ -283,7 +306,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             if record.terminal:
                 return
             changed = self.feed.changed(record.id)
-            current = await loop.run_in_executor(None, self.store.get, record.id, False)
+            current = await loop.run_in_executor(self.reader, self.store.get, record.id, False)
             if current is not None and current.updated_at != record.updated_at:
                 changed.cancel()
             else:
@@ -291,7 +314,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                     await asyncio.wait_for(changed, timeout=max(30.0, self.cfg.poll_interval_s))
                 except asyncio.TimeoutError:
                     pass
-                current = await loop.run_in_executor(None, self.store.get, record.id, False)
+                current = await loop.run_in_executor(self.reader, self.store.get, record.id, False)
             record = current if current is not None else record
 
     @_guarded(blocking=True)
@@ -314,6 +337,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def _update(self, search_id: str, **changes: Any) -> None:
         """Every change of a record goes through here, so its watchers wake."""
         self.store.update(search_id, **changes)
+        self._latest.changed(search_id)
         if self.feed is not None:
             self.feed.notify(search_id)
 
@@ -474,6 +498,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             self.feed.close()
         if self._poller is not None:
             self._poller.join(timeout=30)
+        self.reader.shutdown(wait=False, cancel_futures=True)
 
 
 def search_command(record: SearchRecord) -> list[str]:

@@ -147,16 +147,17 @@ class SearchStore:
     def page(self, states: Iterable[str] = (), name_prefix: str = "", after_seq: int = 0,
              limit: int = 50) -> list[SearchRecord]:
         """Records after ``after_seq`` in acceptance order (keyset paging: stable while new ones arrive)."""
-        where, args = ["seq > ?"], [after_seq]
-        states = list(states)
-        if states:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args += states
-        if name_prefix:
-            where.append("substr(name, 1, ?) = ?")
-            args += [len(name_prefix), name_prefix]
-        return self._many(f"SELECT {LIGHT} FROM searches WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-                          (*args, limit))
+        where, args = _page_filter(states, name_prefix, after_seq)
+        return self._many(f"SELECT {LIGHT} FROM searches WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
+
+    def page_versions(self, states: Iterable[str] = (), name_prefix: str = "", after_seq: int = 0,
+                      limit: int = 50) -> list[tuple[int, str, float]]:
+        """``page``'s (seq, id, updated_at) only: enough to answer from cached messages."""
+        where, args = _page_filter(states, name_prefix, after_seq)
+        with self._lock:
+            rows = self._db.execute(f"SELECT seq, id, updated_at FROM searches WHERE {where} ORDER BY seq LIMIT ?",
+                                    (*args, limit)).fetchall()
+        return [(row["seq"], row["id"], row["updated_at"]) for row in rows]
 
     def _one(self, sql: str, args: tuple) -> SearchRecord | None:
         rows = self._many(sql, args)
@@ -166,6 +167,18 @@ class SearchStore:
         with self._lock:
             rows = self._db.execute(sql, tuple(args)).fetchall()
         return [_record(r) for r in rows]
+
+
+def _page_filter(states: Iterable[str], name_prefix: str, after_seq: int) -> tuple[str, list[Any]]:
+    where, args = ["seq > ?"], [after_seq]
+    states = list(states)
+    if states:
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        args += states
+    if name_prefix:
+        where.append("substr(name, 1, ?) = ?")
+        args += [len(name_prefix), name_prefix]
+    return " AND ".join(where), args
 
 
 def _record(row: sqlite3.Row) -> SearchRecord:
