@@ -326,7 +326,26 @@ def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
     code, _, err = cli("client", "get", "s-ffffffffffffffff", *address)
     assert code == 2 and "NOT_FOUND" in err
     code, _, err = cli("client", "submit", *address, "--space", "resnet")
-    assert code == 2 and "--space resnet" in err
+    assert code == 2 and "argument --space: invalid choice: 'resnet'" in err
+    code, _, err = cli("client", "list", *address, "--state", "bogus")
+    assert code == 2 and err.strip().splitlines()[-1].endswith("'bogus': choose pending, running, succeeded, failed, "
+                                                                "cancelled")
+    code, _, err = cli("client", "get", search_id, *address, "--tls-ca", str(tmp_path / "absent.pem"))
+    assert code == 2 and err.strip() == f"raynas: error: --tls-ca {tmp_path / 'absent.pem'}: no such file"
+    code, _, err = cli("client", "list", "--address", f"127.0.0.1:{free_port()}")
+    assert code == 2 and err.startswith("raynas: error: UNAVAILABLE: ") and len(err.strip().splitlines()) == 1
+    # A search that fails: `watch` says how it ended and exits 1 (a result, not a misuse).
+    code, out, err = cli("client", "submit", *address, "--space", "nb201", "--evaluator", "table", "--table",
+                         str(table), "--reward-key", "no-such-metric", "--budget", "8", "--name", "doomed")
+    assert code == 0, err
+    code, out, _ = cli("client", "watch", json.loads(out)["id"], *address)
+    assert code == 1 and "ended FAILED: " in out.strip().splitlines()[-1] and "no metric named 'no-such-metric'" in out
+    # `raynas client result ID | head`: a closed pipe ends it quietly, as Unix tools do.
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "client", "result", search_id, *address],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(60) == 141 and b"Traceback" not in proc.stderr.read()
+    proc.stderr.close()
     code, _, err = cli("serve", "--host", "0.0.0.0", "--port", "0")
     assert code == 2 and "requires a bearer token" in err
     token_file = tmp_path / "token"

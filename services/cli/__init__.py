@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Sequence
 
+from .client import add_client_commands
 from .model import add_model_commands
 from .remote import add_remote_commands
 from .search import add_search_commands
@@ -15,9 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_commands(sub)
     add_model_commands(sub)
     add_remote_commands(sub)
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `raynas client result ID | head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(141) from None

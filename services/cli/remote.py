@@ -1,9 +1,8 @@
-"""The ``raynas`` commands that talk to something running elsewhere: a cluster's Jobs API
-(``submit``, ``jobs``) and the gRPC search service (``serve``, ``client``)."""
+"""The ``raynas`` commands that run things elsewhere: a cluster's Jobs API (``submit``, ``jobs``)
+and the gRPC search service (``serve``; its client is ``client.py``)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import fail
 
@@ -139,81 +138,6 @@ def _local_head_unless_a_cluster(cfg):
     return head
 
 
-CLIENT_SPEC_FLAGS = ("preset", "table", "reward_key", "data_dir")
-
-
-def _client_request(args: argparse.Namespace):
-    from ..api.proto import raynas_pb2 as pb
-
-    spec = pb.SearchSpec(**{k: getattr(args, k) for k in CLIENT_SPEC_FLAGS if getattr(args, k)})
-    for flag, enum in (("space", pb.SearchSpace), ("algo", pb.Algorithm), ("evaluator", pb.Evaluator)):
-        value = getattr(args, flag)
-        if value:
-            try:
-                setattr(spec, "algorithm" if flag == "algo" else flag, enum.Value(value.upper()))
-            except ValueError:
-                fail(f"--{flag} {value}: choose {', '.join(n.lower() for n in enum.keys()[1:])}")
-    for flag in ("budget", "seed", "epochs", "workers", "gpus_per_worker"):
-        if getattr(args, flag) is not None:
-            setattr(spec, flag, getattr(args, flag))
-    if args.yaml:
-        try:
-            spec.yaml_overrides = Path(args.yaml).read_text()
-        except OSError as exc:
-            fail(f"--yaml {args.yaml}: {exc.strerror}")
-    return pb.SubmitSearchRequest(spec=spec, name=args.name or "", idempotency_key=args.idempotency_key or "")
-
-
-def cmd_client(args: argparse.Namespace) -> None:
-    import grpc
-    from google.protobuf.json_format import MessageToJson
-
-    from ..api.proto import raynas_pb2 as pb
-    from ..api.client import SearchClient, read_token
-
-    try:
-        token = read_token(args.token_file, args.token_env)
-    except ValueError as exc:
-        fail(str(exc))
-    needs_id = args.action in ("get", "watch", "cancel", "result")
-    if needs_id and not args.id:
-        fail(f"`raynas client {args.action}` needs a search id (see `raynas client list`)")
-    show = lambda message: print(MessageToJson(message, preserving_proto_field_name=True))  # noqa: E731
-    with SearchClient(args.address, token, args.tls_ca, args.tls) as client:
-        try:
-            if args.action == "submit":
-                show(client.call("SubmitSearch", _client_request(args)))
-            elif args.action == "get":
-                show(client.call("GetSearch", pb.GetSearchRequest(id=args.id)))
-            elif args.action == "cancel":
-                show(client.call("CancelSearch", pb.CancelSearchRequest(id=args.id)))
-            elif args.action == "result":
-                show(client.call("GetResult", pb.GetResultRequest(id=args.id)))
-            elif args.action == "list":
-                request = pb.ListSearchesRequest(states=[pb.SearchState.Value(s.upper()) for s in args.state or []],
-                                                 name_prefix=args.name_prefix or "", page_size=args.page_size)
-                while True:
-                    page = client.call("ListSearches", request)
-                    for s in page.searches:
-                        best = f"{s.progress.best_reward:.4f}" if s.progress.has_best else "-"
-                        print(f"{s.id}  {pb.SearchState.Name(s.state):<9}  {s.name:<20} epoch {s.progress.epoch:<4} "
-                              f"archs {s.progress.archs_sampled:<6} best {best}")
-                    if not page.next_page_token:
-                        break
-                    request.page_token = page.next_page_token
-            elif args.action == "watch":
-                final = None
-                for p in client.watch(pb.WatchSearchRequest(id=args.id)):
-                    final = p
-                    best = f" best {p.best_reward:.4f} {p.best_arch}" if p.has_best else ""
-                    print(f"[{pb.SearchState.Name(p.state)}] epoch {p.epoch} archs {p.archs_sampled}{best}", flush=True)
-                if final is None or final.state != pb.SUCCEEDED:
-                    search = client.call("GetSearch", pb.GetSearchRequest(id=args.id))
-                    fail(f"search {args.id} ended {pb.SearchState.Name(search.state)}: {search.error}")
-        except grpc.RpcError as exc:
-            fail(f"{exc.code().name}: {exc.details()}")
-
-
 def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="run a raynas command as a Ray job on a cluster",
                             usage="raynas submit [--address URL] [--follow] -- raynas search --config ...")
@@ -257,23 +181,3 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
                        help="allow a non-loopback --host without TLS (the token travels in plaintext; logged)")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks at Ray's jobs")
     serve.set_defaults(func=cmd_serve)
-
-    client = sub.add_parser("client", help="talk to a raynas search service")
-    client.add_argument("action", choices=["submit", "get", "list", "watch", "cancel", "result"])
-    client.add_argument("id", nargs="?", help="search id (get, watch, cancel, result)")
-    client.add_argument("--address", default="127.0.0.1:50051")
-    client.add_argument("--token-file")
-    client.add_argument("--token-env")
-    client.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
-    client.add_argument("--tls-ca", help="TLS, trusting this CA certificate (PEM)")
-    for flag in ("--preset", "--space", "--algo", "--evaluator", "--table", "--reward-key", "--data-dir", "--name",
-                 "--idempotency-key"):
-        client.add_argument(flag, help="submit")
-    client.add_argument("--yaml", help="submit: a YAML file of overrides (the layout of configs/*.yaml)")
-    for flag in ("--budget", "--seed", "--epochs", "--workers"):
-        client.add_argument(flag, type=int, help="submit")
-    client.add_argument("--gpus-per-worker", type=float, help="submit")
-    client.add_argument("--state", action="append", help="list: only these states (repeatable)")
-    client.add_argument("--name-prefix", help="list")
-    client.add_argument("--page-size", type=int, default=50, help="list")
-    client.set_defaults(func=cmd_client)
