@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import build_parser
-from services.cli.search import _search_overrides
+from services.cli.search import _overrides, _search_overrides
 from services.config import load_config
 
 EX = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -25,8 +25,8 @@ def table(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--algo", "foo"], "unknown algorithm 'foo' (choose ppo, reinforce, rea, random)"),
-    (["--space", "darts"], "unknown search space 'darts'"),
+    (["--algo", "foo"], "raynas search: argument --algo: invalid choice: 'foo'"),
+    (["--space", "darts"], "raynas search: argument --space: invalid choice: 'darts'"),
     (["--reward-key", "accuracy"], "has no metric named 'accuracy' (it has 2)"),
     (["--budget", "0"], "budget must be >= 1"),
 ])
@@ -56,6 +56,38 @@ def test_flags_override_the_yaml(tmp_path, table):
     args = build_parser().parse_args(["search", "--config", str(cfg_file), "--algo", "random", "--budget", "7"])
     cfg = load_config(args.config, _search_overrides(args))
     assert (cfg.algo, cfg.budget, cfg.seed, cfg.evaluator.table) == ("random", 7, 3, str(table))
+
+
+def test_set_overrides_any_key_typed_and_checked(tmp_path, table):
+    parse = lambda *argv: build_parser().parse_args(["search", "--config", str(cfg_file), *argv])  # noqa: E731
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"evaluator: {{type: table, table: {table}, reward_key: valid}}\nspace: {{name: nb201}}\n")
+    cfg = load_config(cfg_file, _overrides(parse("--set", "ppo.clip_param=0.3", "--set", "budget=12")))
+    assert (cfg.ppo.clip_param, cfg.budget) == (0.3, 12)
+    for argv, said in ((["--set", "ppo.clip_parm=0.3"], "clip_parm"), (["--set", "budget=many"], "budget"),
+                       (["--set", "budget"], "expected KEY=VALUE"),
+                       (["--budget", "5", "--set", "budget=6"], "budget is given twice")):
+        result = raynas("search", "--config", str(cfg_file), *argv, "--out", str(tmp_path / "o"))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and said in lines[0], result.stderr
+
+
+def test_resume_refuses_options_it_would_ignore(tmp_path):
+    for command in (["search", "--resume", str(tmp_path), "--budget", "9", "--set", "seed=1"],
+                    ["compare", "--resume", str(tmp_path), "--seeds", "5"]):
+        result = raynas(*command)
+        assert result.returncode == 2, result.stderr
+        assert "as it was configured; drop --" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = raynas("compare", "--out", str(tmp_path))  # accepted and unused before: now unknown
+    assert result.returncode == 2 and "unrecognized arguments: --out" in result.stderr
+
+
+def test_flag_choices_are_the_registries():
+    from controller_policy.algorithms import ALGORITHMS
+    from controller_policy.spaces import SPACES
+    from services.cli.common import ALGORITHM_NAMES, SPACE_NAMES
+
+    assert set(SPACE_NAMES) == set(SPACES) and set(ALGORITHM_NAMES) == set(ALGORITHMS)
 
 
 def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monkeypatch):

@@ -7,13 +7,14 @@ import sys
 from typing import Sequence
 
 from .client import add_client_commands
+from .common import Parser
 from .model import add_model_commands
 from .remote import add_remote_commands
 from .search import add_search_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
+    parser = Parser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
     add_search_commands(sub)
     add_model_commands(sub)

@@ -4,11 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import fail
+from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail
 
-SPACES = ("enas_macro", "enas_micro", "nb201")
-ALGOS = ("ppo", "reinforce", "rea", "random")
-EVALUATORS = ("supernet", "table")
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 EXIT_CODES = """exit codes: 0 done; 1 the watched search ended FAILED or CANCELLED; 2 bad usage, a refused call
 (the gRPC status and its message on one line) or an unreachable service; 141 the output pipe closed."""
@@ -146,8 +143,8 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     submit = action("submit", "submit a search; prints the stored search as JSON", cmd_submit, with_id=False)
     spec = submit.add_argument_group("the search (a preset and/or fields; fields override the preset)")
     spec.add_argument("--preset", help="a config of configs/, e.g. tabular-nb201, enas-micro, quick-cpu")
-    spec.add_argument("--space", choices=SPACES)
-    spec.add_argument("--algo", choices=ALGOS)
+    spec.add_argument("--space", choices=SPACE_NAMES)
+    spec.add_argument("--algo", choices=ALGORITHM_NAMES)
     spec.add_argument("--evaluator", choices=EVALUATORS, help="table: NAS-Bench-style lookups; supernet: ENAS")
     spec.add_argument("--table", help="absolute path of the JSON table, below one of the service's --data-root")
     spec.add_argument("--reward-key", help="the table's metric used as reward")

@@ -1,8 +1,15 @@
 """What every ``raynas`` command shares: the one-line error and ``--set KEY=VALUE`` parsing."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
+
+# Choices for flags, kept here so `raynas --help` and `raynas client` need no torch import; a test
+# checks them against the registries (controller_policy.spaces.SPACES, controller_policy.algorithms).
+SPACE_NAMES = ("enas_macro", "enas_micro", "nb201")
+ALGORITHM_NAMES = ("ppo", "reinforce", "rea", "random")
+EVALUATORS = ("supernet", "table")
 
 
 def fail(message: str) -> None:
@@ -24,3 +31,10 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
         except yaml.YAMLError:
             fail(f"--set {pair!r}: the value is not valid YAML")
     return overrides
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with raynas's one-line errors (exit code 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(f"{self.prog}: {message} (see `{self.prog} --help`)")

@@ -5,12 +5,11 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import ConfigError, load_config
 from .common import fail, parse_sets
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
-    from ..config import RetrainConfig
+    from ..config import ConfigError, RetrainConfig, load_config
     from ..retrain import load_architecture, outputs, run_retrain
 
     overrides = parse_sets(args.set)
@@ -60,6 +59,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
+    from ..config import ConfigError
     from ..show import draw
 
     try:

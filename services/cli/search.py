@@ -6,8 +6,51 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config
-from .common import fail
+from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail, parse_sets
+# Options --resume cannot honour (it continues what config.json says), with their defaults.
+RESUME_CONFLICTS = ("config", "set", "space", "evaluator", "table", "reward_key", "algo", "budget", "budget_mode",
+                    "seed", "out", "epochs", "workers", "gpus_per_worker", "data_dir", "algos", "seeds", "storage",
+                    "name")
+DEFAULTS = {"algos": "ppo,reinforce,random", "seeds": 3, "storage": "runs/tune", "name": "compare"}
+
+
+def _search_options(parser: argparse.ArgumentParser) -> None:
+    """What `search` and `compare` share: the config and what overrides it."""
+    parser.add_argument("--config", help="YAML config, e.g. configs/quick-cpu.yaml")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any config key, typed and checked like the YAML (repeatable), "
+                             "e.g. --set weight_sharing.archs_per_epoch=32")
+    parser.add_argument("--space", choices=SPACE_NAMES)
+    parser.add_argument("--evaluator", choices=EVALUATORS, help="table: NAS-Bench-style lookups; supernet: ENAS")
+    parser.add_argument("--table", help="JSON table for --evaluator table")
+    parser.add_argument("--reward-key", help="metric of the table used as reward")
+    parser.add_argument("--budget", type=int, help="architectures to evaluate")
+    parser.add_argument("--budget-mode", choices=["all", "unique"],
+                        help="all: every evaluation counts; unique: repeats are answered from a cache for free (tables)")
+    parser.add_argument("--address", help="Ray cluster address (default: a running one, else embedded)")
+    parser.add_argument("--epochs", type=int, help="ENAS epochs (weight sharing)")
+    parser.add_argument("--workers", type=int, help="supernet workers (weight sharing)")
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per supernet worker")
+    parser.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
+
+
+def _refuse_with_resume(args: argparse.Namespace, what: str) -> None:
+    """--resume continues what was configured: other options would be silently ignored, so refuse them."""
+    given = [f"--{key.replace('_', '-')}" for key in RESUME_CONFLICTS
+             if getattr(args, key, None) not in (None, [], DEFAULTS.get(key))]
+    if given:
+        fail(f"--resume continues the {what} as it was configured; drop {', '.join(given)} "
+             "(or start a new one without --resume)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set pairs, then the flags; a key given both ways is refused (which one was meant?)."""
+    overrides = parse_sets(args.set)
+    for key, value in _search_overrides(args).items():
+        if key in overrides:
+            fail(f"{key} is given twice (a flag and --set {key}=...): keep one")
+        overrides[key] = value
+    return overrides
 
 
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -21,13 +64,16 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    from ..config import ConfigError, load_config
     from ..search import load_run_config, run_search
 
+    if args.resume:
+        _refuse_with_resume(args, "search")
     try:
         if args.resume:
             cfg = load_run_config(Path(args.resume))
         else:
-            cfg = load_config(args.config, _search_overrides(args))
+            cfg = load_config(args.config, _overrides(args))
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     try:
@@ -44,18 +90,21 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from ..config import ConfigError, load_config
     from ..experiments.compare import resume_compare, run_compare
     from ..ray_cluster import connect
 
+    if args.resume:
+        _refuse_with_resume(args, "experiment")
     try:
         if args.resume:
             connect(args.address)
             grid = resume_compare(args.resume)
         else:
-            cfg = load_config(args.config, _search_overrides(args))
+            cfg = load_config(args.config, _overrides(args))
             algos = [a.strip() for a in args.algos.split(",") if a.strip()]
             for algo in algos:
-                load_config(args.config, {**_search_overrides(args), "algo": algo})  # names a bad one
+                load_config(args.config, {**_overrides(args), "algo": algo})  # names a bad one
             if args.seeds < 1:
                 raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
             connect(cfg.ray_address, cfg.num_cpus)
@@ -100,38 +149,28 @@ def cmd_make_table(args: argparse.Namespace) -> None:
 
 
 def add_search_commands(sub: argparse._SubParsersAction) -> None:
-    search = sub.add_parser("search", help="run one architecture search")
-    search.add_argument("--config", help="YAML config (flags override it)")
-    search.add_argument("--space", help="enas_macro | enas_micro | nb201")
-    search.add_argument("--evaluator", help="table")
-    search.add_argument("--table", help="JSON table for --evaluator table")
-    search.add_argument("--reward-key", help="metric of the table used as reward")
-    search.add_argument("--algo", help="ppo | reinforce | rea | random")
-    search.add_argument("--budget", type=int, help="architectures to evaluate")
-    search.add_argument("--budget-mode", choices=["all", "unique"],
-                        help="all: every evaluation counts; unique: repeats are answered from a cache for free (tables)")
+    search = sub.add_parser("search", help="run one architecture search",
+                            description="Run one architecture search: the YAML config, overridden by --set and the flags "
+                                        "(a key given both ways is refused).")
+    search.add_argument("--algo", choices=ALGORITHM_NAMES, help="the controller (default: the config's, else ppo)")
     search.add_argument("--seed", type=int)
     search.add_argument("--out", help="output directory")
-    search.add_argument("--address", help="Ray cluster address (default: a running one, else embedded)")
-    search.add_argument("--epochs", type=int, help="ENAS epochs (weight sharing)")
-    search.add_argument("--workers", type=int, help="supernet workers (weight sharing)")
-    search.add_argument("--gpus-per-worker", type=float, help="GPUs per supernet worker")
-    search.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
-    search.add_argument("--resume", metavar="DIR", help="continue the interrupted search in DIR")
+    _search_options(search)
+    search.add_argument("--resume", metavar="DIR",
+                        help="continue the interrupted search in DIR, as it was configured (no other options)")
     search.set_defaults(func=cmd_search)
 
-    compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)")
-    compare.add_argument("--config", help="YAML config of the search every trial runs")
-    compare.add_argument("--algos", default="ppo,reinforce,random")
-    compare.add_argument("--seeds", type=int, default=3)
+    compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)",
+                             description="One Tune experiment: every algorithm runs the same search with each seed.")
+    compare.add_argument("--algos", default="ppo,reinforce,random",
+                         help=f"comma-separated, of {', '.join(ALGORITHM_NAMES)} (default: %(default)s)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per algorithm (default: %(default)s)")
     compare.add_argument("--storage", default="runs/tune", help="local directory or pyarrow URI (s3://...)")
-    compare.add_argument("--name", default="compare")
-    compare.add_argument("--resume", metavar="PATH", help="continue the interrupted experiment at PATH")
-    for flag in ("--space", "--evaluator", "--table", "--reward-key", "--budget", "--budget-mode", "--out", "--address",
-                 "--epochs", "--workers", "--gpus-per-worker", "--data-dir"):
-        compare.add_argument(flag, type=int if flag in ("--budget", "--epochs", "--workers") else
-                             float if flag == "--gpus-per-worker" else str)
-    compare.set_defaults(func=cmd_compare, algo=None, seed=None)
+    compare.add_argument("--name", default="compare", help="the experiment's directory below --storage")
+    _search_options(compare)
+    compare.add_argument("--resume", metavar="PATH",
+                         help="continue the interrupted experiment at PATH, as it was configured (no other options)")
+    compare.set_defaults(func=cmd_compare, algo=None, seed=None, out=None)
 
     report = sub.add_parser("report", help="plots, tables and a verdict for a compare experiment")
     report.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
