@@ -108,6 +108,7 @@ class SearchConfig:
     skip_weight: float = 0.0
     ray_address: str | None = None  # None: the running cluster if any, else an embedded one
     num_cpus: int | None = None  # of an embedded cluster
+    verbose: bool = False  # keep the Ray/RLlib/Tune messages raynas drops by default (controller_policy.logs)
     space: SpaceSection = field(default_factory=SpaceSection)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)

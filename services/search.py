@@ -37,6 +37,7 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     else:
         algo = ALGORITHMS[cfg.algo]()
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
+    algo.search(quiet_ray_logs=not cfg.verbose)
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
                 # unset: the algorithm's own (tuned) default

@@ -110,3 +110,15 @@ def test_compare_rejects_an_unknown_algorithm_before_starting(tmp_path, table):
                     "valid", "--algos", "ppo,foo", "--storage", str(tmp_path / "tune"))
     assert result.returncode == 2 and "unknown algorithm 'foo'" in result.stderr
     assert not (tmp_path / "tune").exists()
+
+
+def test_ray_noise_is_dropped_unless_verbose(tmp_path, table):
+    base = ["search", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--reward-key", "valid",
+            "--budget", "8", "--out", str(tmp_path / "o")]
+    quiet = raynas(*base)
+    assert quiet.returncode == 0, quiet.stderr
+    everything = quiet.stdout + quiet.stderr
+    for noise in ("on the new API stack", "RLModuleConfig", "gputil", "Overriding environment"):
+        assert noise not in everything, everything
+    loud = raynas(*base, "--verbose")
+    assert loud.returncode == 0 and "on the new API stack" in loud.stdout + loud.stderr

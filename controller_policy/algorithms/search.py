@@ -24,6 +24,7 @@ from ray.rllib.utils.metrics import (
 from ..env import ArchitectureEnv
 from ..env_runner import ArchitectureEnvRunner
 from ..evaluators import Evaluation, Evaluator, TableEvaluator
+from ..logs import quiet_ray_logs
 from ..rl_module import ControllerRLModule, controller_model_config
 from ..spaces import SearchSpace, build_space
 from ..trajectory import TrajectoryRecorder
@@ -55,6 +56,7 @@ class SearchConfigMixin:
         self.reward_scale: float | str = RUNNING
         self.skip_weight = 0.0
         self.weight_sharing: dict[str, Any] | None = None  # set by the weight-sharing driver (services)
+        self.quiet_ray_logs = True  # drop RLlib/Tune messages that tell a user nothing (controller_policy.logs)
         self.batch_mode = "complete_episodes"
         self.num_env_runners = 0
         self._sync_env()
@@ -63,7 +65,7 @@ class SearchConfigMixin:
                evaluator: dict | None = NotProvided, budget: int = NotProvided,
                episodes_per_iteration: int = NotProvided, out_dir: str | None = NotProvided,
                reward_scale: float | str = NotProvided, skip_weight: float = NotProvided,
-               budget_mode: str = NotProvided):
+               budget_mode: str = NotProvided, quiet_ray_logs: bool = NotProvided):
         """``evaluator``: ``{"type": "table", "path": FILE, "reward_key": KEY}``, or None when a
         subclass scores architectures itself (weight sharing). ``reward_scale``: multiplies rewards
         before learning; ``"running"``: 1 / the largest |reward| observed so far (the current
@@ -73,7 +75,7 @@ class SearchConfigMixin:
                            ("evaluator_config", evaluator), ("budget", budget),
                            ("episodes_per_iteration", episodes_per_iteration), ("out_dir", out_dir),
                            ("reward_scale", reward_scale), ("skip_weight", skip_weight),
-                           ("budget_mode", budget_mode)]:
+                           ("budget_mode", budget_mode), ("quiet_ray_logs", quiet_ray_logs)]:
             if value is not NotProvided:
                 setattr(self, key, value)
         self._sync_env()
@@ -97,6 +99,8 @@ class SearchConfigMixin:
         )
 
     def validate(self) -> None:
+        if self.quiet_ray_logs:  # before RLlib's validation, which logs the first of them
+            quiet_ray_logs()
         super().validate()
         if not isinstance(self.budget, int) or self.budget < 1:
             raise ValueError(f"budget must be a positive integer, got {self.budget!r}")

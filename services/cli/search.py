@@ -8,7 +8,7 @@ from typing import Any
 
 from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail, parse_sets
 # Options --resume cannot honour (it continues what config.json says), with their defaults.
-RESUME_CONFLICTS = ("config", "set", "space", "evaluator", "table", "reward_key", "algo", "budget", "budget_mode",
+RESUME_CONFLICTS = ("config", "set", "verbose", "space", "evaluator", "table", "reward_key", "algo", "budget", "budget_mode",
                     "seed", "out", "epochs", "workers", "gpus_per_worker", "data_dir", "algos", "seeds", "storage",
                     "name")
 DEFAULTS = {"algos": "ppo,reinforce,random", "seeds": 3, "storage": "runs/tune", "name": "compare"}
@@ -32,6 +32,8 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="supernet workers (weight sharing)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per supernet worker")
     parser.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
+    parser.add_argument("--verbose", action="store_true", default=None,
+                        help="also show the Ray/RLlib/Tune messages raynas drops by default")
 
 
 def _refuse_with_resume(args: argparse.Namespace, what: str) -> None:
@@ -59,7 +61,8 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
              ("budget_mode", args.budget_mode),
              ("seed", args.seed), ("out", args.out), ("ray_address", args.address),
              ("weight_sharing.epochs", args.epochs), ("weight_sharing.workers", args.workers),
-             ("weight_sharing.gpus_per_worker", args.gpus_per_worker), ("data.data_dir", args.data_dir)]
+             ("weight_sharing.gpus_per_worker", args.gpus_per_worker), ("data.data_dir", args.data_dir),
+             ("verbose", args.verbose)]
     return {key: value for key, value in pairs if value is not None}
 
 

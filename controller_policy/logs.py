@@ -1,0 +1,33 @@
+"""Ray, RLlib, Tune and gymnasium messages that tell a raynas user nothing, silenced at their source
+(a filter on the logger that emits each, a warnings filter scoped to gymnasium); ``--verbose`` skips this."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+# (logger, words of the message): each was seen on every run and is about RLlib's internals.
+NOISE = (
+    ("ray.rllib.algorithms.algorithm_config", "on the new API stack!"),  # our algorithms are built for it
+    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig"),  # RLlib builds that config itself
+    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+)
+
+
+class _DropNoise(logging.Filter):
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.words not in record.getMessage()
+
+
+def quiet_ray_logs() -> None:
+    """Idempotent; in every process that builds a search algorithm (driver, Tune trials, Ray jobs)."""
+    for name, words in NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) and f.words == words for f in logger.filters):
+            logger.addFilter(_DropNoise(words))
+    # RLlib registers its env wrapper again for every env runner it builds.
+    warnings.filterwarnings("ignore", message=r".*Overriding environment rllib-", category=UserWarning,
+                            module=r"gymnasium\..*")
