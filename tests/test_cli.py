@@ -112,7 +112,11 @@ def test_compare_rejects_an_unknown_algorithm_before_starting(tmp_path, table):
     assert not (tmp_path / "tune").exists()
 
 
-def test_ray_noise_is_dropped_unless_verbose(tmp_path, table):
+def test_ray_noise_is_dropped_unless_verbose(tmp_path):
+    from controller_policy.landscapes import nb201_landscape
+
+    table = tmp_path / "landscape.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
     base = ["search", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--reward-key", "valid",
             "--budget", "8", "--out", str(tmp_path / "o")]
     quiet = raynas(*base)
