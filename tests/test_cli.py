@@ -126,3 +126,35 @@ def test_ray_noise_is_dropped_unless_verbose(tmp_path):
         assert noise not in everything, everything
     loud = raynas(*base, "--verbose")
     assert loud.returncode == 0 and "on the new API stack" in loud.stdout + loud.stderr
+
+
+def test_the_next_command_names_the_retrain_preset_of_the_searched_space():
+    from services.cli.summary import retrain_command
+
+    arch = Path("runs/x/best_arch.json")
+    assert retrain_command("enas_macro", {"num_layers": 4}, arch, "../shared/data/cifar10") == (
+        "raynas retrain runs/x/best_arch.json --config configs/retrain-quick-cpu.yaml --data-dir ../shared/data/cifar10")
+    assert retrain_command("enas_macro", {"num_layers": 12}, arch, None) == (
+        "raynas retrain runs/x/best_arch.json --config configs/retrain-macro.yaml --set space.params.num_layers=12")
+    assert retrain_command("enas_micro", {"num_nodes": 5}, arch, None).endswith("--config configs/retrain-micro.yaml")
+    assert retrain_command("nb201", {}, arch, None).endswith("--config configs/retrain-nb201.yaml")
+    for space, params in (("enas_macro", {"num_layers": 4}), ("enas_macro", {"num_layers": 12}), ("nb201", {})):
+        command = retrain_command(space, params, arch, "DIR")
+        build_parser().parse_args(command.split()[1:])  # a command the real parser takes
+
+
+def test_a_tabular_search_ends_with_what_it_found(tmp_path):
+    from controller_policy.landscapes import nb201_landscape
+
+    table = tmp_path / "landscape.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
+    result = raynas("search", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--reward-key",
+                    "valid", "--budget", "8", "--out", str(tmp_path / "o"))
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("[raynas] 8/8")]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert lines[-4] == f"[raynas] found  {summary['best']['arch']}"
+    assert lines[-3].startswith(f"[raynas]        reward {summary['best']['reward']:.4f} (valid's value; test ")
+    assert lines[-2] == f"[raynas] files  {tmp_path / 'o'}/: summary.json, trajectory.jsonl, config.json"
+    assert lines[-1].startswith(f"[raynas] next   raynas compare --space nb201 --evaluator table --table {table} "
+                                "--reward-key valid --budget 8 --algos ppo,reinforce,rea,random --seeds 3")
+    build_parser().parse_args(lines[-1].split("#")[0].split()[3:])

@@ -89,8 +89,9 @@ def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, 
     code, out, err = run_cli(capsys, "submit", "--address", url, "--follow", "--",
                              "raynas", "search", "--config", str(tmp_path / "ws.yaml"))
     assert code == 0, out + err
-    assert "[raynas] done: best reward" in out and "SUCCEEDED" in out
+    assert "[raynas] found  " in out and "[raynas] next   raynas retrain " in out and "SUCCEEDED" in out
     assert json.loads((tmp_path / "ws" / "best_arch.json").read_text())["arch"]
+    assert (tmp_path / "ws" / "best_arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture
 
     code, out, err = run_cli(capsys, "jobs", "logs", tab_id, "--follow", "--address", url)
     assert code == 0 and f"job {tab_id} SUCCEEDED" in out
@@ -102,7 +103,7 @@ def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, 
     code, out, _ = run_cli(capsys, "jobs", "list", "--address", url)
     assert code == 0 and tab_id in out and out.count("SUCCEEDED") == 2
     code, out, _ = run_cli(capsys, "jobs", "logs", tab_id, "--address", url)
-    assert "[raynas] done" in out
+    assert "[raynas] found  " in out
 
     # A failing job: the error comes back, the exit code says so.
     code, out, _ = run_cli(capsys, "submit", "--address", url, "--follow", "--", "raynas", "search",

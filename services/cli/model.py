@@ -35,6 +35,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     for fmt, entry in model_json["files"].items():
         if entry.get("file") is None:
             print(f"[raynas] {fmt}: {entry['reason']}")
+    print(f"[raynas] next: load {files['model'].parent / 'model.pt2'} with torch.export.load, or model.onnx with "
+          "onnxruntime (README: Deploy the found network)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -83,13 +83,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         summary = run_search(cfg, resume=bool(args.resume))
     except (KeyError, ValueError) as exc:  # e.g. an architecture missing from the table
         fail(f"{exc.args[0] if exc.args else exc} (results so far are in {cfg.out})")
-    best = summary["best"]
-    print(f"[raynas] done: best reward {best['reward']:.4f} at sample {best['sample']}: {best['arch']}")
-    if cfg.uses_supernet:
-        derived = json.loads((Path(cfg.out) / "best_arch.json").read_text())
-        print(f"[raynas] derived architecture (validation accuracy {derived['valid_accuracy']:.4f} on the whole "
-              f"validation split): {derived['arch']}")
-    print(f"[raynas] results in {cfg.out}/")
+    from .summary import search_summary
+
+    print("\n".join(search_summary(cfg, summary)))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -1,0 +1,79 @@
+"""What a finished ``raynas search`` tells its user: what was found, how good and on which split,
+where the files are, the picture, and the exact next command."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def retrain_command(space: str, params: dict[str, Any], arch_file: Path, data_dir: str | None) -> str:
+    """``raynas retrain`` with the preset of the same space (its size set where it differs)."""
+    presets = []
+    for path in sorted(CONFIGS.glob("retrain-*.yaml")):
+        preset = yaml.safe_load(path.read_text()) or {}
+        section = preset.get("space") or {}
+        if section.get("name") == space:
+            differs = {k: v for k, v in params.items() if (section.get("params") or {}).get(k) != v}
+            presets.append((len(differs), path.name != f"retrain-{space}.yaml", path, differs))
+    if not presets:
+        return ""
+    _, _, path, differs = min(presets, key=lambda p: (p[0], p[1]))
+    words = ["raynas", "retrain", str(arch_file), "--config", str(path.relative_to(CONFIGS.parent))]
+    if data_dir:
+        words += ["--data-dir", data_dir]
+    for key, value in sorted(differs.items()):
+        words += ["--set", f"space.params.{key}={value}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def compare_command(cfg: Any) -> str:
+    words = ["raynas", "compare", "--space", cfg.space.name, "--evaluator", "table", "--table", cfg.evaluator.table,
+             "--budget", str(cfg.budget), "--algos", "ppo,reinforce,rea,random", "--seeds", "3"]
+    if cfg.evaluator.reward_key:
+        words[8:8] = ["--reward-key", cfg.evaluator.reward_key]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
+    out = Path(cfg.out)
+    best = summary["best"]
+    lines = []
+    if cfg.uses_supernet:
+        derived = json.loads((out / "best_arch.json").read_text())
+        lines += [f"found  {derived['arch']}",
+                  f"       validation accuracy {derived['valid_accuracy']:.4f} on the whole validation split "
+                  f"({cfg.data.valid_size} images) with the supernet's shared weights: retrain it for its own "
+                  "accuracy",
+                  f"       (the search's best reward: {best['reward']:.4f}, on "
+                  f"{cfg.weight_sharing.scoring.reward_batches} validation minibatch(es) per child)"]
+        picture = _draw(out / "best_arch.json")
+        lines.append(f"files  {out}/: best_arch.json{picture}, top_archs.json, metrics.csv, trajectory.jsonl, "
+                     "report.png, tensorboard/")
+        retrain = retrain_command(cfg.space.name, cfg.space.params, out / "best_arch.json", cfg.data.data_dir)
+        lines.append(f"next   {retrain}" if retrain else f"next   raynas show {out / 'best_arch.json'}")
+    else:
+        metrics = best.get("metrics") or {}
+        extra = ", ".join(f"{k} {v:g}" for k, v in metrics.items() if k != cfg.evaluator.reward_key)
+        lines += [f"found  {best['arch']}",
+                  f"       reward {best['reward']:.4f} ({cfg.evaluator.reward_key or 'the table'}'s value"
+                  f"{'; ' + extra if extra else ''}), architecture {best['sample'] + 1} of {summary['evaluated']}",
+                  f"files  {out}/: summary.json, trajectory.jsonl, config.json",
+                  "next   " + compare_command(cfg) + "   # all four algorithms, three seeds each"]
+    return ["[raynas] " + line for line in lines]
+
+
+def _draw(arch_file: Path) -> str:
+    """``best_arch.png`` beside the file (Graphviz when installed, else matplotlib)."""
+    from ..show import draw
+
+    try:
+        draw(arch_file, "png")
+    except (OSError, ValueError, RuntimeError) as exc:  # a picture must not fail a finished search
+        return f" (no picture: {exc})"
+    return " + best_arch.png"
