@@ -12,14 +12,15 @@ import ray
 import torch
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
-from controller_policy.algorithms import ALGORITHMS, SEARCH, build_evaluator
+from controller_policy.algorithms import ALGORITHMS, build_evaluator
 from controller_policy.spaces import build_space
 from supernet_worker.data import load_dataset
 from supernet_worker.worker import WorkerSpec
 
 from .config import SearchConfig, from_dict, to_dict
+from .progress import SearchProgress, status
 from .ray_cluster import check_resources, connect
-from .weight_sharing import SUPERNET, WS_ALGORITHMS, weight_sharing_settings
+from .weight_sharing import WS_ALGORITHMS, weight_sharing_settings
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
@@ -37,31 +38,15 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     else:
         algo = ALGORITHMS[cfg.algo]()
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
-    algo.search(quiet_ray_logs=not cfg.verbose)
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
                 # unset: the algorithm's own (tuned) default
                 episodes_per_iteration=NotProvided if cfg.episodes_per_iteration is None else cfg.episodes_per_iteration, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
-                budget_mode=cfg.budget_mode)
+                budget_mode=cfg.budget_mode, quiet_ray_logs=not cfg.verbose)
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
                  "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
     algo.training(**{k: v for k, v in overrides.items() if v is not None})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
-
-
-def print_progress(result: dict[str, Any], cfg: SearchConfig, started: float) -> None:
-    s = result[SEARCH]
-    line = f"{int(s['archs_sampled'])}/{cfg.budget} architectures  best {s['best_reward']:.4f}"
-    if SUPERNET in result:
-        w = result[SUPERNET]
-        controller = ("warm-up: uniform children, no controller" if int(result['training_iteration'])
-                      <= cfg.weight_sharing.warmup_epochs else f"controller reward {w['controller_reward_mean']:.4f} "
-                      f"entropy {w['controller_entropy']:.2f}  " + line)
-        line = (f"epoch {int(result['training_iteration'])}/{cfg.weight_sharing.epochs}  shared loss "
-                f"{w['shared_loss']:.3f} acc {w['shared_accuracy']:.3f}  {controller}")
-    else:
-        line += f"  mean reward {s['reward_mean']:.4f}"
-    print(f"[raynas] {line}  ({time.time() - started:.0f}s)", flush=True)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -131,8 +116,10 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         if cfg.evaluator.table:
             saved["evaluator"]["table"] = str(Path(cfg.evaluator.table).resolve())
         (out / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+    if not ray.is_initialized():
+        status("connecting to Ray (a cluster that is running, else an embedded one)")
     started_ray = connect(cfg.ray_address, cfg.num_cpus)
-    algo = None
+    algo = progress = None
     try:
         if cfg.uses_supernet:
             check_resources(cfg.weight_sharing.workers, cfg.weight_sharing.gpus_per_worker,
@@ -142,11 +129,13 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
             algo.restore_from_path(str(checkpoint.resolve()))
             print(f"[raynas] resumed from {checkpoint}", flush=True)
         every = cfg.weight_sharing.checkpoint_every if cfg.uses_supernet else 1
-        started, done_now = time.time(), 0
+        done = algo.training_iteration if cfg.uses_supernet else algo.recorder.spent  # > 0 when resumed
+        progress = SearchProgress(cfg, done=done)
+        done_now = 0
         while not algo.search_done and (stop_after is None or done_now < stop_after):
             result = algo.train()
             done_now += 1
-            print_progress(result, cfg, started)
+            progress.update(result)
             if algo.training_iteration % every == 0 or algo.search_done:
                 save_checkpoint(algo, out, algo.training_iteration)
             write_progress(out, algo, cfg.budget)
@@ -154,6 +143,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
                 on_result(algo, result)
         return algo.recorder.summary()
     finally:
+        if progress is not None:
+            progress.close()
         if algo is not None:
             algo.stop()
         if started_ray:

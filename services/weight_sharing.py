@@ -162,6 +162,8 @@ class WeightSharingMixin:
         m, k = self.ws["derive_samples"], self.ws["top_k"]
         archs = self.derivation_candidates(m)
         unique = list({self.space.to_string(a): a for a in archs}.values())
+        print(f"[raynas] deriving: {len(unique)} sampled architectures, each scored on the whole validation "
+              "split", flush=True)
         accs = self.pool.evaluate(unique, full=True)
         ranked = sorted(zip(unique, accs), key=lambda p: -p[1])
         top = [{"arch": self.space.to_string(a), "json": self.space.to_json(a), "actions": a,

@@ -1,0 +1,60 @@
+"""The search's progress on the terminal: a bar with ETA on a terminal, one plain line per iteration
+(epoch) otherwise, so CI and Ray job logs stay readable."""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from controller_policy.algorithms import SEARCH
+
+from .weight_sharing import SUPERNET
+
+
+def status(message: str) -> None:
+    """A phase that prints nothing for a while (Ray start-up, data, derivation) says it is running."""
+    print(f"[raynas] {message}", flush=True)
+
+
+class SearchProgress:
+    """``update(result)`` after every iteration; ``close()`` at the end."""
+
+    def __init__(self, cfg: Any, done: int = 0, stream: TextIO | None = None) -> None:
+        self.cfg, self.stream = cfg, stream or sys.stdout
+        self.started = time.time()
+        self.supernet = cfg.uses_supernet
+        self.total = cfg.weight_sharing.epochs if self.supernet else cfg.budget
+        self.bar = None
+        if self.stream.isatty():
+            width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no size gets 100
+            self.bar = tqdm(total=self.total, initial=done, file=self.stream, ncols=width, leave=True,
+                            unit="epoch" if self.supernet else "arch", desc="[raynas] search",
+                            bar_format="{desc} {n_fmt}/{total_fmt} {unit}s |{bar}| {elapsed}<{remaining}{postfix}")
+
+    def update(self, result: dict[str, Any]) -> None:
+        line = self.describe(result)
+        if self.bar is None:
+            print(f"[raynas] {line}  ({time.time() - self.started:.0f}s)", file=self.stream, flush=True)
+            return
+        done = int(result["training_iteration"]) if self.supernet else int(result[SEARCH]["archs_sampled"])
+        self.bar.set_postfix_str(line.split("  ", 1)[1] if self.supernet else line, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def describe(self, result: dict[str, Any]) -> str:
+        s, cfg = result[SEARCH], self.cfg
+        line = f"{int(s['archs_sampled'])}/{cfg.budget} architectures  best {s['best_reward']:.4f}"
+        if SUPERNET not in result:
+            return line + f"  mean reward {s['reward_mean']:.4f}"
+        w, epoch = result[SUPERNET], int(result["training_iteration"])
+        controller = ("warm-up: uniform children, no controller" if epoch <= cfg.weight_sharing.warmup_epochs
+                      else f"controller reward {w['controller_reward_mean']:.4f} entropy "
+                           f"{w['controller_entropy']:.2f}  " + line)
+        return (f"epoch {epoch}/{cfg.weight_sharing.epochs}  shared loss {w['shared_loss']:.3f} "
+                f"acc {w['shared_accuracy']:.3f}  {controller}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
