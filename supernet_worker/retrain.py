@@ -111,6 +111,7 @@ def train_child(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(child)
     criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
 
+    this_run = time.time()  # the time left is estimated from this run's epochs (a resumed run's too)
     for epoch in range(start, train.epochs):
         started = time.time()
         lr = train.lr(epoch)
@@ -143,6 +144,10 @@ def train_child(config: dict[str, Any]) -> None:
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "test_accuracy": test_correct / test_seen, "lr": lr, "wall_time": elapsed}
         if rank == 0:
+            left = (time.time() - this_run) / (epoch + 1 - start) * (train.epochs - epoch - 1)
+            print(f"[raynas] retrain epoch {epoch + 1}/{train.epochs}  train loss {row['train_loss']:.3f} "
+                  f"acc {row['train_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}  lr {lr:.4g}  "
+                  f"({elapsed:.0f}s, about {left:.0f}s left)", flush=True)
             _append_metrics(out / "metrics.csv", row)
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save({"model": child.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,11 +100,15 @@ def test_an_interrupted_retrain_resumes(ray_session, tmp_path):
         while not (metrics_csv.exists() and len(metrics_csv.read_text().splitlines()) >= 2):  # header + epoch 1
             assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
             time.sleep(0.2)
+        time.sleep(2.0)  # Ray forwards the workers' lines to the driver's output asynchronously
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray Train workers and its embedded cluster
         proc.wait()
     done_before = len(list(csv.DictReader(metrics_csv.open())))
     assert 1 <= done_before < 4
+    printed = proc.stdout.read().decode()
+    assert re.search(r"\[raynas\] retrain epoch 1/4  train loss [\d.]+ acc [\d.]+  test acc [\d.]+  lr \S+  "
+                     r"\(\d+s, about \d+s left\)", printed), printed[-3000:]
 
     cfg = load_config(config, {}, RetrainConfig)
     metrics = run_retrain(cfg, path)
