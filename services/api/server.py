@@ -1,9 +1,11 @@
 """The gRPC search service (``raynas.v1.SearchService``): searches run as Ray jobs, the service
 keeps its own records in SQLite and follows the jobs from one poller thread.
 
-Handlers only read and write the store (fast, never blocked by Ray); the poller submits accepted
-searches, maps Ray's job states, reads each running search's ``progress.json`` and, at start-up,
-reconciles every unfinished record with Ray, so a restarted service loses and duplicates nothing.
+Handlers only read and write the store, never wait for Ray (reads run on one reader thread;
+GetSearch answers from a cache that every change invalidates). The poller submits accepted searches,
+maps Ray's job states, reads each running search's ``progress.json``, resubmits jobs a restarted
+head lost, and at start-up reconciles every unfinished record with Ray, so a restarted service
+loses and duplicates nothing.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .proto import raynas_pb2 as pb
 from .proto import raynas_pb2_grpc as pb_grpc
 from .store import DuplicateKey, SearchRecord, SearchStore, new_search_id
 from .validation import (PathPolicy, RequestError, check_idempotency_key, check_list_request, check_name,
-                                 check_search_id, config_for_job, encode_page_token, spec_to_config)
+                         check_search_id, config_for_job, encode_page_token, spec_to_config)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "raynas.v1.SearchService"
@@ -162,9 +164,10 @@ def method_handlers(servicer: "SearchServicer") -> grpc.GenericRpcHandler:
 
 
 def _guarded(blocking: bool = False, reads: bool = False) -> Callable:
-    """Bad requests become their status; anything unexpected becomes INTERNAL, never a crash.
-    ``blocking`` handlers (they call the Jobs API or read files) run in the executor, so the
-    event loop keeps answering everyone else."""
+    """Bad requests become their status; a database that is unusable, UNAVAILABLE; anything
+    unexpected, INTERNAL, never a crash. ``blocking`` handlers (they call the Jobs API or read
+    files) run in the executor and ``reads`` (database reads only) on the reader thread, so the
+    event loop never waits for either."""
 
     def wrap(method: Callable) -> Callable:
         async def handler(self, request, context):
@@ -200,7 +203,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._submitting = threading.Lock()
         self._admitting = threading.Lock()  # the active-search count and the insert, together
         self._watchers = 0  # open WatchSearch streams (event-loop thread only)
-        self._messages: dict[str, tuple[float, pb.Search]] = {}
+        self._messages: dict[str, tuple[float, pb.Search]] = {}  # by updated_at; the reader thread's only
         self._latest = MessageCache()  # GetSearch's answers, invalidated by _update
         # Reads that only touch the database: one thread, since the store serialises its queries
         # anyway (measured: more threads only add GIL contention to the tail latency).
