@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ray import tune
 from tqdm import tqdm
 
 from controller_policy.algorithms import SEARCH
@@ -58,3 +59,34 @@ class SearchProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TrialProgress(tune.Callback):
+    """A compare's trials as they start, finish and fail: one line per change (instead of Tune's
+    periodic status table, which ``verbose: true`` brings back)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.running: set[str] = set()
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+
+    def _say(self, trial: Any, what: str) -> None:
+        config = getattr(trial, "config", {}) or {}
+        print(f"[raynas] trial {config.get('algo', '?')} seed {config.get('seed', '?')} {what}; trials: "
+              f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed of {self.total}",
+              flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self._say(trial, "started")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
+        self._say(trial, "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+        self.failed.add(trial.trial_id)
+        self._say(trial, "failed")

@@ -1,6 +1,7 @@
 """`raynas compare`: one real Tune experiment, a trial per (algorithm, seed)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_while_others_finish(ray_
     assert len(grid.errors) == 1
 
 
-def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
+def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path, capsys):
     # 60 iterations: long enough that Ctrl-C after the first checkpoint lands mid-way
     table_config(tmp_path, budget=480)
     storage, name = tmp_path / "tune", "interrupted"
@@ -117,6 +118,9 @@ def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
         except ProcessLookupError:
             pass
     assert "raynas compare --resume" in output, output[-3000:]
+    assert re.search(r"\[raynas\] trial (ppo|random) seed 0 started; trials: 0 done, [12] running, 0 failed of 2",
+                     output), output[-3000:]
+    assert "Trial status:" not in output  # Tune's periodic table: only with --verbose
     before = {p.parent.name: len(list(p.parent.glob("checkpoint_*")))
               for p in (storage / name).glob("search_trial_*/params.json")}
     assert any(0 < n for n in before.values())
@@ -127,3 +131,11 @@ def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path):
         assert_complete(result, 480)
         assert result.metrics["training_iteration"] == 60
     assert any(r.metrics["iterations_since_restore"] < 60 for r in grid)  # continued, not started over
+
+    # `raynas compare --resume` of the finished experiment: its closing lines name the report and what next.
+    from tests.test_jobs import run_cli
+
+    code, out, err = run_cli(capsys, "compare", "--resume", str(storage / name))
+    assert code == 0, err
+    assert f"[raynas] report: {storage / name}/report.md" in out
+    assert f"[raynas] next   open {storage / name}/report.html (the verdict, curves and table)" in out

@@ -123,9 +123,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
               f"raynas compare --resume {grid.experiment_path}")
         raise SystemExit(130)
     try:
-        print(f"[raynas] report: {report_at(grid.experiment_path)}")
+        report = report_at(grid.experiment_path)  # a path or a URI (s3://...): kept a string
     except ValueError as exc:  # e.g. every trial failed before evaluating anything
         print(f"[raynas] no report: {exc}")
+        return
+    print(f"[raynas] report: {report}")
+    print(f"[raynas] next   open {report.removesuffix('.md')}.html (the verdict, curves and table); "
+          f"raynas report {grid.experiment_path} --window N redraws the curves")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from . import storage
 from ..config import SearchConfig, from_dict, to_dict
+from ..progress import TrialProgress
 from ..search import algorithm_config, preflight
 from ..weight_sharing import worker_bundles
 
@@ -84,7 +85,8 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
     run_config = tune.RunConfig(
         name=name, storage_path=storage_path if storage.is_uri(storage_path) else storage.resolve(storage_path)[1],
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1, callbacks=callbacks,
+        sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1 if cfg.verbose else 0,
+        callbacks=[TrialProgress(len(algos) * seeds), *(callbacks or [])],
     )
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
 
