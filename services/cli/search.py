@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail, parse_sets
-# Options --resume cannot honour (it continues what config.json says), with their defaults.
-RESUME_CONFLICTS = ("config", "set", "verbose", "space", "evaluator", "table", "reward_key", "algo", "budget", "budget_mode",
-                    "seed", "out", "epochs", "workers", "gpus_per_worker", "data_dir", "algos", "seeds", "storage",
-                    "name")
+
+# Options --resume cannot honour (it continues what config.json says), and compare's defaults.
+RESUME_CONFLICTS = ("config", "set", "verbose", "space", "evaluator", "table", "reward_key", "algo", "budget",
+                    "budget_mode", "seed", "out", "epochs", "workers", "gpus_per_worker", "data_dir", "algos", "seeds",
+                    "storage", "name")
 DEFAULTS = {"algos": "ppo,reinforce,random", "seeds": 3, "storage": "runs/tune", "name": "compare"}
 
 
@@ -165,11 +166,11 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
 
     compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)",
                              description="One Tune experiment: every algorithm runs the same search with each seed.")
-    compare.add_argument("--algos", default="ppo,reinforce,random",
+    compare.add_argument("--algos", default=DEFAULTS["algos"],
                          help=f"comma-separated, of {', '.join(ALGORITHM_NAMES)} (default: %(default)s)")
-    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per algorithm (default: %(default)s)")
-    compare.add_argument("--storage", default="runs/tune", help="local directory or pyarrow URI (s3://...)")
-    compare.add_argument("--name", default="compare", help="the experiment's directory below --storage")
+    compare.add_argument("--seeds", type=int, default=DEFAULTS["seeds"], help="seeds 0..N-1 per algorithm (default: %(default)s)")
+    compare.add_argument("--storage", default=DEFAULTS["storage"], help="local directory or pyarrow URI (s3://...)")
+    compare.add_argument("--name", default=DEFAULTS["name"], help="the experiment's directory below --storage")
     _search_options(compare)
     compare.add_argument("--resume", metavar="PATH",
                          help="continue the interrupted experiment at PATH, as it was configured (no other options)")
