@@ -44,6 +44,8 @@ def test_runtime_env_ships_the_checkout_or_the_packages(tmp_path):
 def test_unreachable_address_is_one_clear_line(capsys):
     code, _, err = run_cli(capsys, "jobs", "list", "--address", f"http://127.0.0.1:{free_port()}")
     assert code == 2 and "cannot reach the Ray Jobs API at http://127.0.0.1:" in err and len(err.splitlines()) == 1
+    code, _, err = run_cli(capsys, "jobs", "list", "--follow", "--address", f"http://127.0.0.1:{free_port()}")
+    assert code == 2 and err.strip() == "raynas: error: --follow goes with `raynas jobs logs`, not `list`"
 
 
 def test_a_hung_dashboard_times_out_as_jobs_unavailable(ray_head):

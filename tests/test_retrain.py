@@ -197,3 +197,6 @@ def test_a_failing_worker_is_one_error_line_and_a_missing_data_dir_is_caught_fir
         main(["retrain", str(path), "--config", str(config)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "retraining failed:" in err and "train.npz" in err, err
+    with pytest.raises(SystemExit) as exc:
+        main(["retrain", str(path), "--config", str(config), "--gpus", "2", "--workers", "4"])
+    assert exc.value.code == 2 and "--gpus N runs N workers with a GPU each" in capsys.readouterr().err

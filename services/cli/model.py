@@ -12,6 +12,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from ..config import ConfigError, RetrainConfig, load_config
     from ..retrain import load_architecture, outputs, run_retrain
 
+    if args.gpus and args.workers is not None:  # --workers would be silently ignored
+        fail("--gpus N runs N workers with a GPU each; --workers counts CPU workers: give one of them")
     overrides = parse_sets(args.set)
     for key, value in (("data.data_dir", args.data_dir), ("out", args.out), ("gpus", args.gpus),
                        ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address)):

@@ -46,6 +46,8 @@ def cmd_jobs(args: argparse.Namespace) -> None:
 
     from ..jobs import JobsError
 
+    if args.follow and args.action != "logs":
+        fail(f"--follow goes with `raynas jobs logs`, not `{args.action}`")
     jobs = _jobs(args.address)
     try:
         if args.action == "list":
