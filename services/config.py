@@ -18,6 +18,8 @@ from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
 from supernet_worker.worker import OptimConfig, ScoringConfig, data_parallel_plan
 
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the search and retrain presets
+
 EVALUATORS = ("supernet", "table")
 
 

@@ -76,3 +76,12 @@ def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     with pytest.raises(AssertionError, match="import cycle: services.a -> services.b -> services.a"):
         test_services_modules_import_no_cycle()
+
+
+def test_the_presets_directory_is_found_from_every_package_that_uses_it():
+    """services/ moved into sub-packages once and the service's default presets path broke silently."""
+    from services.api.server import ServiceConfig
+    from services.config import PRESETS_DIR
+
+    assert Path(ServiceConfig().presets_dir) == PRESETS_DIR == ROOT / "configs"
+    assert (PRESETS_DIR / "tabular-nb201.yaml").is_file() and list(PRESETS_DIR.glob("retrain-*.yaml"))

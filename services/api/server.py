@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller_policy.spaces import build_space, parse_arch
 
+from ..config import PRESETS_DIR
 from ..jobs import JobsError, JobsUnavailable, RaynasJobs
 from ..search import PROGRESS, latest_checkpoint
 from .availability import DATABASE, RAY, Availability
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "raynas.v1.SearchService"
 JOB_STATES = {"PENDING": "PENDING", "RUNNING": "RUNNING", "SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED",
               "STOPPED": "CANCELLED"}
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass

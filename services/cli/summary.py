@@ -9,13 +9,13 @@ from typing import Any
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from ..config import PRESETS_DIR
 
 
 def retrain_command(space: str, params: dict[str, Any], arch_file: Path, data_dir: str | None) -> str:
     """``raynas retrain`` with the preset of the same space (its size set where it differs)."""
     presets = []
-    for path in sorted(CONFIGS.glob("retrain-*.yaml")):
+    for path in sorted(PRESETS_DIR.glob("retrain-*.yaml")):
         preset = yaml.safe_load(path.read_text()) or {}
         section = preset.get("space") or {}
         if section.get("name") == space:
@@ -24,7 +24,7 @@ def retrain_command(space: str, params: dict[str, Any], arch_file: Path, data_di
     if not presets:
         return ""
     _, _, path, differs = min(presets, key=lambda p: (p[0], p[1]))
-    words = ["raynas", "retrain", str(arch_file), "--config", str(path.relative_to(CONFIGS.parent))]
+    words = ["raynas", "retrain", str(arch_file), "--config", str(path.relative_to(PRESETS_DIR.parent))]
     if data_dir:
         words += ["--data-dir", data_dir]
     for key, value in sorted(differs.items()):
