@@ -56,8 +56,9 @@ class ChangeFeed:
 
 class MessageCache:
     """The latest ``Search`` message of recently read searches, so that ``GetSearch`` answers on the
-    event loop without touching the database. Every change invalidates its entry (``changed``); a
-    reader caches what it read only if no change happened meanwhile (``version`` before the read)."""
+    event loop without touching the database and ``ListSearches`` reads only what changed. Every
+    change invalidates its entry (``changed``); a reader caches what it read only if no change
+    happened meanwhile (``version`` before the read)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size

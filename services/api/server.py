@@ -203,8 +203,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._submitting = threading.Lock()
         self._admitting = threading.Lock()  # the active-search count and the insert, together
         self._watchers = 0  # open WatchSearch streams (event-loop thread only)
-        self._messages: dict[str, tuple[float, pb.Search]] = {}  # by updated_at; the reader thread's only
-        self._latest = MessageCache()  # GetSearch's answers, invalidated by _update
+        self._latest = MessageCache()  # the current message of recently read searches, invalidated by _update
         # Reads that only touch the database: one thread, since the store serialises its queries
         # anyway (measured: more threads only add GIL contention to the tail latency).
         self.reader = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="raynas-db")
@@ -250,29 +249,21 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     @_guarded(reads=True)
     def _read_search(self, request: pb.GetSearchRequest, context) -> pb.Search:
-        version = self._latest.version(request.id)
-        message = self._message(self._get(request.id, with_config=False))
-        self._latest.put(message.id, version, message)
+        message = self._current_message(check_search_id(request.id))
+        if message is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no search {request.id}")
         return message
 
     @_guarded(reads=True)
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         states, size, after = check_list_request(request)
-        versions = self.store.page_versions(states, request.name_prefix, after, size + 1)
-        more = len(versions) > size
-        versions = versions[:size]
-        messages = []
-        for _, search_id, updated_at in versions:  # only records changed since last listed are read
-            cached = self._messages.get(search_id)
-            if cached is None or cached[0] != updated_at:
-                record = self.store.get(search_id, with_config=False)
-                cached = (updated_at, search_message(record)) if record is not None else None
-                if cached is not None and record.updated_at == updated_at:
-                    self._messages[search_id] = cached
-            if cached is not None:
-                messages.append(cached[1])
+        page = self.store.page(states, request.name_prefix, after, size + 1)
+        more = len(page) > size
+        page = page[:size]
+        # Only the records that changed since they were last read are read again.
+        messages = [m for _, search_id in page if (m := self._current_message(search_id)) is not None]
         return pb.ListSearchesResponse(searches=messages,
-                                       next_page_token=encode_page_token(versions[-1][0]) if more else "")
+                                       next_page_token=encode_page_token(page[-1][0]) if more else "")
 
     async def WatchSearch(self, request: pb.WatchSearchRequest, context) -> AsyncIterator[pb.Progress]:
         loop = asyncio.get_running_loop()
@@ -360,12 +351,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return read_result(record)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _message(self, record: SearchRecord) -> pb.Search:
-        """Messages are built once per version of a record (finished searches never change)."""
-        cached = self._messages.get(record.id)
-        if cached is None or cached[0] != record.updated_at:
-            cached = self._messages[record.id] = (record.updated_at, search_message(record))
-        return cached[1]
+    def _current_message(self, search_id: str) -> pb.Search | None:
+        """The search's message: cached until its record changes (every change invalidates it)."""
+        cached = self._latest.get(search_id)
+        if cached is not None:
+            return cached
+        version = self._latest.version(search_id)
+        record = self.store.get(search_id, with_config=False)
+        if record is None:
+            return None
+        message = search_message(record)
+        self._latest.put(search_id, version, message)
+        return message
 
     def _get(self, search_id: str, with_config: bool = True) -> SearchRecord:
         record = self.store.get(check_search_id(search_id), with_config)

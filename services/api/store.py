@@ -145,19 +145,14 @@ class SearchStore:
                                     f"({', '.join('?' * len(TERMINAL_STATES))})", TERMINAL_STATES).fetchone()[0]
 
     def page(self, states: Iterable[str] = (), name_prefix: str = "", after_seq: int = 0,
-             limit: int = 50) -> list[SearchRecord]:
-        """Records after ``after_seq`` in acceptance order (keyset paging: stable while new ones arrive)."""
-        where, args = _page_filter(states, name_prefix, after_seq)
-        return self._many(f"SELECT {LIGHT} FROM searches WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
-
-    def page_versions(self, states: Iterable[str] = (), name_prefix: str = "", after_seq: int = 0,
-                      limit: int = 50) -> list[tuple[int, str, float]]:
-        """``page``'s (seq, id, updated_at) only: enough to answer from cached messages."""
+             limit: int = 50) -> list[tuple[int, str]]:
+        """(seq, id) of the records after ``after_seq`` in acceptance order (keyset paging: stable while
+        new ones arrive); the messages come from the service's cache or ``get``."""
         where, args = _page_filter(states, name_prefix, after_seq)
         with self._lock:
-            rows = self._db.execute(f"SELECT seq, id, updated_at FROM searches WHERE {where} ORDER BY seq LIMIT ?",
+            rows = self._db.execute(f"SELECT seq, id FROM searches WHERE {where} ORDER BY seq LIMIT ?",
                                     (*args, limit)).fetchall()
-        return [(row["seq"], row["id"], row["updated_at"]) for row in rows]
+        return [(row["seq"], row["id"]) for row in rows]
 
     def _one(self, sql: str, args: tuple) -> SearchRecord | None:
         rows = self._many(sql, args)
