@@ -92,6 +92,7 @@ def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, 
                              "raynas", "search", "--config", str(tmp_path / "ws.yaml"))
     assert code == 0, out + err
     assert "[raynas] found  " in out and "[raynas] next   raynas retrain " in out and "SUCCEEDED" in out
+    assert "[raynas] deriving: " in out and "each scored on the whole validation split" in out
     assert json.loads((tmp_path / "ws" / "best_arch.json").read_text())["arch"]
     assert (tmp_path / "ws" / "best_arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture
 

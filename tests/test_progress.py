@@ -59,3 +59,4 @@ def test_a_pipe_gets_one_plain_line_per_iteration(search_argv):
     assert "\r" not in result.stdout
     lines = [line for line in result.stdout.splitlines() if " architectures  best " in line]
     assert [line.split()[1] for line in lines] == ["8/24", "16/24", "24/24"]
+    assert result.stdout.startswith("[raynas] connecting to Ray")  # said before the slow start-up
