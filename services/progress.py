@@ -12,7 +12,11 @@ from tqdm import tqdm
 
 from controller_policy.algorithms import SEARCH
 
-from .weight_sharing import SUPERNET
+from .weight_sharing import SUPERNET, derive_message
+
+# What a terminal's second line says during each phase of an epoch, and what it counts.
+PHASES = {"supernet": ("training shared weights", "steps"), "controller": ("controller", "archs"),
+          "derive": ("deriving", "archs")}
 
 
 def status(message: str) -> None:
@@ -21,17 +25,20 @@ def status(message: str) -> None:
 
 
 class SearchProgress:
-    """``update(result)`` after every iteration; ``close()`` at the end."""
+    """``update(result)`` after every iteration, ``phase(...)`` within one (weight sharing: a second
+    bar on a terminal for the epoch's supernet, controller and derivation phases); ``close()`` at
+    the end."""
 
     def __init__(self, cfg: Any, done: int = 0, stream: TextIO | None = None) -> None:
         self.cfg, self.stream = cfg, stream or sys.stdout
         self.started = time.time()
         self.supernet = cfg.uses_supernet
         self.total = cfg.weight_sharing.epochs if self.supernet else cfg.budget
-        self.bar = None
+        self.bar = self.phase_bar = None
+        self.phase_name = ""
+        self.width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no size gets 100
         if self.stream.isatty():
-            width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no size gets 100
-            self.bar = tqdm(total=self.total, initial=done, file=self.stream, ncols=width, leave=True,
+            self.bar = tqdm(total=self.total, initial=done, file=self.stream, ncols=self.width, leave=True,
                             unit="epoch" if self.supernet else "arch", desc="[raynas] search",
                             bar_format="{desc} {n_fmt}/{total_fmt} {unit}s |{bar}| {elapsed}<{remaining}{postfix}")
 
@@ -43,6 +50,25 @@ class SearchProgress:
         done = int(result["training_iteration"]) if self.supernet else int(result[SEARCH]["archs_sampled"])
         self.bar.set_postfix_str(line.split("  ", 1)[1] if self.supernet else line, refresh=False)
         self.bar.update(done - self.bar.n)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """A phase inside an epoch: on a terminal a second bar with its own ETA; otherwise only the
+        derivation's start (its candidates take long: a plain log says why nothing comes)."""
+        if self.bar is None:
+            if name == "derive" and done == 0:
+                print(derive_message(total), file=self.stream, flush=True)
+            return
+        label, unit = PHASES[name]
+        desc = f"[raynas]   {label}"
+        if self.phase_bar is None:
+            self.phase_bar = tqdm(total=total, file=self.stream, ncols=self.width, position=1, leave=False, unit=unit,
+                                  desc=desc, bar_format="{desc} {n_fmt}/{total_fmt} {unit} |{bar}| {elapsed}<{remaining}")
+        elif name != self.phase_name or done == 0:
+            self.phase_bar.unit = unit
+            self.phase_bar.set_description_str(desc, refresh=False)
+            self.phase_bar.reset(total=total)  # its clock too: the ETA is this phase's
+        self.phase_name = name
+        self.phase_bar.update(done - self.phase_bar.n)
 
     def describe(self, result: dict[str, Any]) -> str:
         s, cfg = result[SEARCH], self.cfg
@@ -57,6 +83,8 @@ class SearchProgress:
                 f"acc {w['shared_accuracy']:.3f}  {controller}")
 
     def close(self) -> None:
+        if self.phase_bar is not None:
+            self.phase_bar.close()
         if self.bar is not None:
             self.bar.close()
 

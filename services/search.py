@@ -14,7 +14,7 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from controller_policy.algorithms import ALGORITHMS, build_evaluator
 from controller_policy.spaces import build_space
-from supernet_worker.data import load_dataset
+from supernet_worker.data import describe_data, load_dataset
 from supernet_worker.worker import WorkerSpec
 
 from .config import SearchConfig, from_dict, to_dict
@@ -106,6 +106,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
     checkpoint = latest_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         raise ValueError(f"no checkpoint in {out / CHECKPOINTS} to resume from")
+    if cfg.uses_supernet:
+        status(f"loading the data to check it: {describe_data(cfg.data)}")
     preflight(cfg)
     if not resume:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -124,6 +126,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         if cfg.uses_supernet:
             check_resources(cfg.weight_sharing.workers, cfg.weight_sharing.gpus_per_worker,
                             cfg.weight_sharing.cpus_per_worker)
+            status(f"starting {cfg.weight_sharing.workers} supernet worker(s): each loads the data and builds the "
+                   "supernet")
         algo = algorithm_config(cfg, str(out.resolve())).build_algo()
         if checkpoint is not None:
             algo.restore_from_path(str(checkpoint.resolve()))
@@ -131,6 +135,8 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         every = cfg.weight_sharing.checkpoint_every if cfg.uses_supernet else 1
         done = algo.training_iteration if cfg.uses_supernet else algo.recorder.spent  # > 0 when resumed
         progress = SearchProgress(cfg, done=done)
+        if cfg.uses_supernet:
+            algo.phase_listener = progress.phase
         done_now = 0
         while not algo.search_done and (stop_after is None or done_now < stop_after):
             result = algo.train()

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -34,11 +34,19 @@ METRICS_COLUMNS = ["epoch", "shared_loss", "shared_accuracy", "controller_reward
                    "best_reward", "archs_sampled", "lr", "wall_time",
                    # seconds of the epoch in each phase; derive_s only on the last epoch's row
                    "supernet_s", "sampling_s", "evaluation_s", "update_s", "derive_s"]
+# Each phase reports its progress about this often: the supernet phase trains in this many calls
+# (a round trip each, nothing next to a phase's minutes) and the derivation scores in as many chunks.
+PHASE_UPDATES = 20
 
 
 class WeightSharingMixin:
     """Needs ``config.weight_sharing``: a dict with ``worker_spec`` (``WorkerSpec``) and the
-    ``WeightSharingSection`` fields (epochs, archs_per_epoch, train_steps, workers, ...)."""
+    ``WeightSharingSection`` fields (epochs, archs_per_epoch, train_steps, workers, ...).
+
+    ``phase_listener(phase, done, total)``, when the driver sets one, hears the phases inside an
+    epoch: "supernet" (steps), "controller" and "derive" (architectures)."""
+
+    phase_listener: Callable[[str, int, int], None] | None = None
 
     def setup(self, config) -> None:
         super().setup(config)
@@ -82,19 +90,36 @@ class WeightSharingMixin:
             self.phase_seconds["derive"] = time.perf_counter() - started
         self.end_epoch(shared, rows)
 
+    def report_phase(self, phase: str, done: int, total: int) -> None:
+        if self.phase_listener is not None:
+            self.phase_listener(phase, done, total)
+        elif phase == "derive" and done == 0:  # Tune trials and Ray jobs: their logs say it
+            print(derive_message(total), flush=True)
+
     def supernet_phase(self, uniform: bool = False) -> dict[str, float]:
         self.pool.set_controller(None if uniform or self.uniform_policy else self.controller_weights())
-        stats = self.pool.train((self.epoch + 1) * self.steps_per_epoch, self.steps_per_epoch)
-        return {"loss": float(np.mean([s["loss"] for s in stats])),
-                "accuracy": float(np.mean([s["accuracy"] for s in stats])), "lr": stats[0]["lr"],
-                "images": float(sum(s["images"] for s in stats))}
+        steps = self.steps_per_epoch
+        start, chunk = self.epoch * steps, max(1, -(-steps // PHASE_UPDATES))
+        stats: list[dict[str, float]] = []
+        self.report_phase("supernet", 0, steps)
+        for done in range(chunk, steps + chunk, chunk):
+            stats += self.pool.train(start + min(done, steps), steps)
+            self.report_phase("supernet", min(done, steps), steps)
+        seen = [s for s in stats if s["images"]]
+        images = sum(s["images"] for s in seen)
+        return {"loss": sum(s["loss"] * s["images"] for s in seen) / images if images else float("nan"),
+                "accuracy": sum(s["accuracy"] * s["images"] for s in seen) / images if images else float("nan"),
+                "lr": stats[-1]["lr"], "images": float(images)}
 
     def controller_phase(self) -> list[dict[str, Any]]:
         target = min(self.config.budget, (self.epoch + 1 - self.ws["warmup_epochs"]) * self.ws["archs_per_epoch"])
+        first = self.recorder.count
         rows: list[dict[str, Any]] = []
+        self.report_phase("controller", 0, target - first)
         while self.recorder.count < target:
             rows += self.controller_iteration(min(self.config.episodes_per_iteration, target - self.recorder.count))
             self.epoch_entropies += self.last_entropies
+            self.report_phase("controller", self.recorder.count - first, target - first)
         return rows
 
     def evaluate_architectures(self, archs: list[list[int]]) -> list[Evaluation]:
@@ -162,9 +187,13 @@ class WeightSharingMixin:
         m, k = self.ws["derive_samples"], self.ws["top_k"]
         archs = self.derivation_candidates(m)
         unique = list({self.space.to_string(a): a for a in archs}.values())
-        print(f"[raynas] deriving: {len(unique)} sampled architectures, each scored on the whole validation "
-              "split", flush=True)
-        accs = self.pool.evaluate(unique, full=True)
+        # chunks of whole rounds (a multiple of the pool's size), so no worker idles within one
+        chunk = self.pool.size * max(1, -(-len(unique) // (PHASE_UPDATES * self.pool.size)))
+        accs: list[float] = []
+        self.report_phase("derive", 0, len(unique))
+        for start in range(0, len(unique), chunk):
+            accs += self.pool.evaluate(unique[start:start + chunk], full=True)
+            self.report_phase("derive", len(accs), len(unique))
         ranked = sorted(zip(unique, accs), key=lambda p: -p[1])
         top = [{"arch": self.space.to_string(a), "json": self.space.to_json(a), "actions": a,
                 "valid_accuracy": acc, "space": self.space.name, "space_params": self.space.params()}
@@ -201,6 +230,10 @@ class WeightSharingMixin:
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
         super().cleanup()
+
+
+def derive_message(candidates: int) -> str:
+    return f"[raynas] deriving: {candidates} sampled architectures, each scored on the whole validation split"
 
 
 def worker_bundles(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> list[dict[str, float]]:

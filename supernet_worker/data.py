@@ -69,6 +69,14 @@ class ImageData:
         return int(self.x_train.shape[1])
 
 
+def describe_data(config: DataConfig) -> str:
+    """Which data ``load_dataset`` reads, in words (said while it loads)."""
+    sizes = f"{config.train_size} training / {config.valid_size} validation images"
+    if config.source == "synthetic":
+        return f"generated images ({sizes})"
+    return f"{'the' if config.source == 'auto' else config.source} dataset in {config.data_dir} ({sizes})"
+
+
 def load_dataset(config: DataConfig) -> ImageData:
     source = config.source
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else None

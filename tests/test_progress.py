@@ -24,13 +24,14 @@ def search_argv(tmp_path):
             str(table), "--reward-key", "valid", "--budget", "24", "--out", str(tmp_path / "out")]
 
 
-def test_a_terminal_gets_a_bar_with_eta(search_argv):
+def run_on_terminal(argv: list[str], timeout: float = 240) -> str:
+    """Run ``argv`` on a real pseudo-terminal 160 columns wide; return everything it drew."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns, as a terminal
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's size counts
-    proc = subprocess.Popen(search_argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, env=env)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, env=env)
     os.close(slave)
-    chunks, deadline = [], time.time() + 240
+    chunks, deadline = [], time.time() + timeout
     while time.time() < deadline:
         ready, _, _ = select.select([master], [], [], 1.0)
         if ready:
@@ -44,8 +45,13 @@ def test_a_terminal_gets_a_bar_with_eta(search_argv):
         elif proc.poll() is not None:
             break
     os.close(master)
-    assert proc.wait(30) == 0
     screen = b"".join(chunks).decode(errors="replace")
+    assert proc.wait(30) == 0, screen[-3000:]
+    return screen
+
+
+def test_a_terminal_gets_a_bar_with_eta(search_argv):
+    screen = run_on_terminal(search_argv)
     assert "\r" in screen  # redrawn in place
     assert "[raynas] search 24/24 archs |" in screen and "<00:00" in screen  # done, elapsed<remaining
     assert "best " in screen and "mean reward" in screen
@@ -60,3 +66,26 @@ def test_a_pipe_gets_one_plain_line_per_iteration(search_argv):
     lines = [line for line in result.stdout.splitlines() if " architectures  best " in line]
     assert [line.split()[1] for line in lines] == ["8/24", "16/24", "24/24"]
     assert result.stdout.startswith("[raynas] connecting to Ray")  # said before the slow start-up
+
+
+TINY_SEARCH = ["--space", "enas_macro", "--set", "space.params.num_layers=3", "--set", "supernet.channels=4",
+               "--set", "data.source=synthetic", "--set", "data.synthetic_train=160", "--set", "data.synthetic_test=40",
+               "--set", "data.synthetic_image_size=16", "--set", "data.train_size=128", "--set", "data.valid_size=32",
+               "--set", "data.batch_size=16", "--set", "data.eval_batch_size=16", "--epochs", "2", "--workers", "1",
+               "--set", "weight_sharing.archs_per_epoch=8", "--set", "weight_sharing.train_steps=3",
+               "--set", "weight_sharing.derive_samples=6", "--set", "episodes_per_iteration=4"]
+
+
+def test_a_terminal_sees_the_phases_inside_an_epoch(tmp_path):
+    """Weight sharing: a second line follows the supernet steps, the controller's architectures
+    and the derivation, each with its own count; the epoch bar stays above it."""
+    screen = run_on_terminal([sys.executable, "-m", "services.cli", "search", *TINY_SEARCH,
+                              "--out", str(tmp_path / "out")])
+    assert "[raynas] loading the data to check it: generated images (128 training / 32 validation" in screen
+    assert "[raynas] starting 1 supernet worker(s)" in screen
+    assert "[raynas]   training shared weights 0/3 steps |" in screen
+    assert "[raynas]   controller 0/8 archs |" in screen
+    assert "[raynas]   deriving 0/6 archs |" in screen
+    assert "[raynas] search 2/2 epochs |" in screen
+    assert "[raynas] deriving: " not in screen  # the bar says it on a terminal
+    assert "[raynas] epoch 1/2 " not in screen and "[raynas] found  " in screen

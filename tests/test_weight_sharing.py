@@ -92,6 +92,39 @@ def test_search_end_to_end(ray_session, tmp_path, algo):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000001", "iter_000002"]
 
 
+def test_phases_report_their_progress_and_chunking_trains_exactly_one_epoch(ray_session, tmp_path):
+    """The supernet phase trains in PHASE_UPDATES calls (steps not divisible by it too), the
+    controller phase reports each iteration, the derivation each chunk; nothing is lost in chunks."""
+    from services.search import algorithm_config
+    from services.weight_sharing import PHASE_UPDATES
+
+    steps = 2 * PHASE_UPDATES + 3
+    cfg = tiny_config(tmp_path, **{"weight_sharing.train_steps": steps, "weight_sharing.workers": 2,
+                                   "weight_sharing.derive_samples": 50, "weight_sharing.epochs": 1})
+    algo = algorithm_config(cfg, str(tmp_path)).build_algo()
+    heard = []
+    algo.phase_listener = lambda phase, done, total: heard.append((phase, done, total))
+    try:
+        algo.train()
+        assert {p["global_step"] for p in ray.get([w.ping.remote() for w in algo.pool.workers])} == {steps}
+        supernet = [(done, total) for phase, done, total in heard if phase == "supernet"]
+        assert supernet[0] == (0, steps) and supernet[-1] == (steps, steps)
+        assert PHASE_UPDATES // 2 < len(supernet) - 1 <= PHASE_UPDATES and all(t == steps for _, t in supernet)
+        assert [d for d, _ in supernet] == sorted({d for d, _ in supernet})  # strictly increasing
+        controller = [(done, total) for phase, done, total in heard if phase == "controller"]
+        assert controller == [(0, 8), (4, 8), (8, 8)]  # two iterations of 4 episodes
+        derive = [(done, total) for phase, done, total in heard if phase == "derive"]
+        unique = derive[0][1]
+        assert derive[0] == (0, unique) and derive[-1] == (unique, unique) and 1 < len(derive) <= PHASE_UPDATES + 1
+        assert all(done % 2 == 0 for done, _ in derive[:-1])  # whole rounds of the two workers
+        assert len(json.loads((tmp_path / "top_archs.json").read_text())) == 3
+        with (tmp_path / "metrics.csv").open() as f:
+            row = next(csv.DictReader(f))
+        assert 0 < float(row["shared_loss"]) < 10 and 0 <= float(row["shared_accuracy"]) <= 1
+    finally:
+        algo.stop()
+
+
 def test_resume_reaches_the_same_result(ray_session, tmp_path):
     full = tiny_config(tmp_path / "full", **{"weight_sharing.epochs": 3})
     run_search(full)
