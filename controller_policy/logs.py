@@ -22,12 +22,25 @@ class _DropNoise(logging.Filter):
         return self.words not in record.getMessage()
 
 
+def _drop(name: str, words: str) -> None:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _DropNoise) and f.words == words for f in logger.filters):
+        logger.addFilter(_DropNoise(words))
+
+
 def quiet_ray_logs() -> None:
     """Idempotent; in every process that builds a search algorithm (driver, Tune trials, Ray jobs)."""
     for name, words in NOISE:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) and f.words == words for f in logger.filters):
-            logger.addFilter(_DropNoise(words))
+        _drop(name, words)
     # RLlib registers its env wrapper again for every env runner it builds.
     warnings.filterwarnings("ignore", message=r".*Overriding environment rllib-", category=UserWarning,
                             module=r"gymnasium\..*")
+
+
+def quiet_ray_train_worker() -> None:
+    """In a Ray Train worker: Ray Train logs every ``report()`` at INFO ("Reporting training result
+    1: TrainingReport(...)") on a logger named after its file, which its own ``LoggingConfig`` level
+    misses, and a worker's root logger prints INFO. raynas's progress already shows each epoch."""
+    from ray.train.v2._internal.execution import context
+
+    _drop(context.logger.name, "Reporting training result")

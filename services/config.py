@@ -203,6 +203,7 @@ class RetrainConfig:
     supernet: SupernetConfig = field(default_factory=lambda: SupernetConfig(bn_track_running_stats=True))
     data: DataConfig = field(default_factory=lambda: DataConfig(train_size=50000, cutout=16))
     train: TrainSettings = field(default_factory=TrainSettings)
+    verbose: bool = False  # keep Ray Train's own INFO messages (resources, process groups, each checkpoint)
 
     def validate(self) -> "RetrainConfig":
         self.space.validate()

@@ -89,6 +89,58 @@ class SearchProgress:
             self.bar.close()
 
 
+class RetrainProgress:
+    """``raynas retrain``'s epochs as rank 0 reports them (``supernet_worker.retrain`` events): on a
+    terminal a bar over the epochs (train loss/acc, test acc, ETA) and one over the epoch's
+    minibatches; otherwise one plain line per epoch."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.width = shutil.get_terminal_size((100, 24)).columns
+        self.bar = self.step_bar = None
+        self.epochs = 0
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.epochs = event["epochs"]
+            if event["epoch"]:
+                self.say(f"retrain resumed after epoch {event['epoch']}")
+            if self.tty:
+                self.bar = tqdm(total=self.epochs, initial=event["epoch"], file=self.stream, ncols=self.width,
+                                desc="[raynas] retrain", unit="epoch", leave=True,
+                                bar_format="{desc} {n_fmt}/{total_fmt} {unit}s |{bar}| {elapsed}<{remaining}{postfix}")
+        elif kind == "step" and self.bar is not None:
+            if self.step_bar is None:
+                self.step_bar = tqdm(total=event["total"], file=self.stream, ncols=self.width, position=1,
+                                     leave=False, desc=f"[raynas]   epoch {event['epoch']}", unit="batches",
+                                     bar_format="{desc} {n_fmt}/{total_fmt} {unit} |{bar}| {elapsed}<{remaining}")
+            elif event["done"] == 0:
+                self.step_bar.set_description_str(f"[raynas]   epoch {event['epoch']}", refresh=False)
+                self.step_bar.reset(total=event["total"])
+            self.step_bar.update(event["done"] - self.step_bar.n)
+        elif kind == "epoch":
+            figures = (f"train loss {event['train_loss']:.3f} acc {event['train_accuracy']:.4f}  "
+                       f"test acc {event['test_accuracy']:.4f}  lr {event['lr']:.4g}")
+            if self.bar is None:
+                self.say(f"retrain epoch {event['epoch']}/{self.epochs}  {figures}  ({event['wall_time']:.0f}s, "
+                         f"about {event['left']:.0f}s left)")
+            else:
+                self.bar.set_postfix_str(figures, refresh=False)
+                self.bar.update(event["epoch"] - self.bar.n)
+
+    def say(self, line: str) -> None:
+        (tqdm.write if self.bar is not None else print)(f"[raynas] {line}", file=self.stream)
+        self.stream.flush()
+
+    def close(self) -> None:
+        for bar in (self.step_bar, self.bar):
+            if bar is not None:
+                bar.close()
+        self.bar = self.step_bar = None
+
+
 class TrialProgress(tune.Callback):
     """A compare's trials as they start, finish and fail: one line per change (instead of Tune's
     periodic status table, which ``verbose: true`` brings back)."""

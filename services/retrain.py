@@ -7,11 +7,13 @@ with the same ``--out`` again continues from the last one.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig, TrainingFailedError
+from ray.util.queue import Empty, Queue
+from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchTrainer
 
 from controller_policy.spaces import build_space, load_arch_file
@@ -19,6 +21,7 @@ from supernet_worker.export import FORMATS, MODEL_JSON
 from supernet_worker.retrain import MODEL_FILE, train_child
 
 from .config import RetrainConfig
+from .progress import RetrainProgress, status
 from .ray_cluster import connect
 
 RUN_NAME = "retrain"
@@ -40,26 +43,67 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
             raise ValueError(f"data.data_dir: {data.data_dir} does not exist")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        status("connecting to Ray (a cluster that is running, else an embedded one)")
     started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True)
+    queue = reader = None
     try:
         use_gpu = cfg.gpus > 0
         scaling = ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                 resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})})
+        queue = Queue(actor_options={"num_cpus": 0})  # rank 0's progress; placed before the workers need CPUs
+        reader = ProgressReader(queue, RetrainProgress())
         loop_config = {"space": cfg.space.name, "space_params": cfg.space.params, "arch": arch,
                        "supernet": cfg.supernet, "data": data, "train": cfg.train, "out": str(out),
-                       "seed": cfg.seed}
+                       "seed": cfg.seed, "progress": queue, "verbose": cfg.verbose}
         trainer = TorchTrainer(train_child, train_loop_config=loop_config, scaling_config=scaling,
                                run_config=RunConfig(name=RUN_NAME, storage_path=str(out / "ray_train"),
-                                                    checkpoint_config=CheckpointConfig(num_to_keep=2)))
+                                                    checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                                    # its INFO lines repeat what the progress shows
+                                                    logging_config=LoggingConfig(
+                                                        log_level="INFO" if cfg.verbose else "WARNING")))
+        status(f"starting {cfg.num_workers} Ray Train worker(s){' with a GPU each' if use_gpu else ''}: each loads "
+               "the data and builds the network")
         try:
             result = trainer.fit()
+            reader.stop()  # after the last events
         except TrainingFailedError as exc:
             raise RuntimeError(f"retraining failed: {_root_cause(exc)} (checkpoints kept in {out}/ray_train; "
                                "the same command resumes)") from None
         return dict(result.metrics)
     finally:
+        if reader is not None:
+            reader.stop()
+        if queue is not None:
+            queue.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+class ProgressReader(threading.Thread):
+    """Hands rank 0's events from the queue to the display while ``fit()`` runs."""
+
+    def __init__(self, queue: Queue, progress: RetrainProgress) -> None:
+        super().__init__(name="retrain-progress", daemon=True)
+        self.queue, self.progress = queue, progress
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.progress.event(self.queue.get(timeout=0.5))
+            except Empty:
+                if self.stopping.is_set():
+                    break
+            except ray.exceptions.RayError:  # the queue's actor is gone: the run is over
+                break
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self.stopping.set()
+            self.join()
+        self.progress.close()
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -7,8 +7,10 @@ normalised inside, -> class logits; the batch dimension is dynamic.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import traceback
@@ -55,7 +57,7 @@ def export_classifier(model: nn.Module, example: Tensor, fmt: str, path: str | P
             torch.export.save(program, str(path))
         elif fmt == "onnx":
             _require_onnx()
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_loggers(ONNX_OPTIMIZER_LOGGERS):
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(model, (example,), dynamo=True, opset_version=ONNX_OPSET, verbose=False,
                                             input_names=["images"], output_names=["logits"],
@@ -71,6 +73,24 @@ def export_classifier(model: nn.Module, example: Tensor, fmt: str, path: str | P
         path.unlink(missing_ok=True)
         raise ExportError(f"cannot export to {fmt}: {_first_line(exc)}") from exc
     return path
+
+
+# The ONNX exporter's optimizer logs every rewrite at INFO ("Removed 74 unused nodes"), which a Ray
+# worker's root logger prints: diagnostics of its own passes, not of the model.
+ONNX_OPTIMIZER_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_loggers(names: tuple[str, ...]):
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _require_onnx() -> None:

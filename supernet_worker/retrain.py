@@ -5,6 +5,7 @@
 training set and scores its shard of the test set (sums all-reduced). Rank 0 writes
 ``metrics.csv`` and a checkpoint every epoch, and at the end ``model.pt`` and its exports
 (``supernet_worker.export``: ``model.pt2``, ``model.onnx``, ``model.torchscript.pt``, ``model.json``).
+Rank 0 also sends its progress (start, minibatches, epochs) to the driver's queue, which draws it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from controller_policy.logs import quiet_ray_train_worker
 from controller_policy.spaces import build_space
 
 from .data import Batches, DataConfig, channel_stats, load_dataset
@@ -70,12 +72,37 @@ def _sum_over_workers(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+# Rank 0 reports its minibatches about this often per epoch.
+STEP_UPDATES = 20
+
+
+class ProgressSender:
+    """Rank 0's progress events into the driver's ``ray.util.queue.Queue`` (None: no events). The
+    driver going away must not stop the training: after one failed put it stops sending."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.queue.put_nowait({"event": event, **fields})
+        except Exception as exc:  # noqa: BLE001 - any Ray error of a gone queue actor
+            print(f"[raynas] progress no longer reaches the driver ({type(exc).__name__}); training goes on",
+                  flush=True)
+            self.queue = None
+
+
 def train_child(config: dict[str, Any]) -> None:
     """Ray Train per-worker loop. ``config``: space, space_params, arch, supernet, data, train
-    (dataclasses), out (rank 0 writes there), seed."""
+    (dataclasses), out (rank 0 writes there), seed, progress (a queue for rank 0's events, or None),
+    verbose (keep Ray Train's INFO messages)."""
     import ray.train
     import ray.train.torch
 
+    if not config.get("verbose"):
+        quiet_ray_train_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -106,8 +133,9 @@ def train_child(config: dict[str, Any]) -> None:
         child.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed = state["epoch"], state["elapsed"]
-        if rank == 0:
-            print(f"[raynas] retrain resumed after epoch {start}", flush=True)
+    send = ProgressSender(config.get("progress") if rank == 0 else None)
+    send("start", epoch=start, epochs=train.epochs)
+    steps, every = len(batches), max(1, -(-len(batches) // STEP_UPDATES))
     model = ray.train.torch.prepare_model(child)
     criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
 
@@ -120,8 +148,12 @@ def train_child(config: dict[str, Any]) -> None:
         child.set_drop_path(net_cfg.drop_path * epoch / train.epochs)  # ramped up, as in ENAS/DARTS
         batches.generator.manual_seed(config["seed"] * 100_003 + epoch * 1_009 + rank)
         model.train()
-        loss_sum = correct = seen = 0.0
-        for x, y in batches:
+        # summed on the device: a float() per minibatch would wait for the GPU at every step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        send("step", epoch=epoch + 1, done=0, total=steps)
+        for step, (x, y) in enumerate(batches, 1):
             output = model(x)
             logits, aux = output if isinstance(output, tuple) else (output, None)
             loss = criterion(logits, y) + (train.aux_weight * criterion(aux, y) if aux is not None else 0.0)
@@ -129,25 +161,25 @@ def train_child(config: dict[str, Any]) -> None:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += float((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            if step % every == 0 or step == steps:
+                send("step", epoch=epoch + 1, done=step, total=steps)
         model.eval()
-        test_correct = test_seen = 0.0
+        test_correct = torch.zeros((), dtype=torch.long, device=device)
+        test_seen = 0
         with torch.no_grad():
             for x, y in test:
-                test_correct += float((child(x).argmax(1) == y).sum())
+                test_correct += (child(x).argmax(1) == y).sum()
                 test_seen += len(y)
         loss_sum, correct, seen, test_correct, test_seen = _sum_over_workers(
-            [loss_sum, correct, seen, test_correct, test_seen], device)
+            [loss_sum.item(), correct.item(), seen, test_correct.item(), test_seen], device)
         elapsed += time.time() - started
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "test_accuracy": test_correct / test_seen, "lr": lr, "wall_time": elapsed}
         if rank == 0:
-            left = (time.time() - this_run) / (epoch + 1 - start) * (train.epochs - epoch - 1)
-            print(f"[raynas] retrain epoch {epoch + 1}/{train.epochs}  train loss {row['train_loss']:.3f} "
-                  f"acc {row['train_accuracy']:.4f}  test acc {row['test_accuracy']:.4f}  lr {lr:.4g}  "
-                  f"({elapsed:.0f}s, about {left:.0f}s left)", flush=True)
+            send("epoch", **row, left=(time.time() - this_run) / (epoch + 1 - start) * (train.epochs - epoch - 1))
             _append_metrics(out / "metrics.csv", row)
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save({"model": child.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,

@@ -89,3 +89,31 @@ def test_a_terminal_sees_the_phases_inside_an_epoch(tmp_path):
     assert "[raynas] search 2/2 epochs |" in screen
     assert "[raynas] deriving: " not in screen  # the bar says it on a terminal
     assert "[raynas] epoch 1/2 " not in screen and "[raynas] found  " in screen
+
+
+def test_retrain_progress_on_a_terminal_and_in_plain_lines(tmp_path):
+    """Rank 0's events drawn by the driver: a bar over the epochs and one over the minibatches on a
+    terminal; one line per epoch through a pipe (the resume test checks those)."""
+    import numpy as np
+    import yaml
+
+    from controller_policy.spaces import build_space
+
+    space = build_space("enas_macro", num_layers=3)
+    arch = space.sample(np.random.default_rng(0))
+    (tmp_path / "arch.json").write_text(json.dumps({"arch": space.to_string(arch), "space": "enas_macro",
+                                                    "space_params": {"num_layers": 3}}))
+    (tmp_path / "retrain.yaml").write_text(yaml.safe_dump({
+        "space": {"name": "enas_macro", "params": {"num_layers": 3}},
+        "supernet": {"channels": 4, "bn_track_running_stats": True},
+        "data": {"source": "synthetic", "synthetic_train": 320, "synthetic_test": 40, "synthetic_image_size": 16,
+                 "train_size": 320, "batch_size": 16, "eval_batch_size": 40},
+        "train": {"epochs": 2}, "out": str(tmp_path / "out")}))
+    screen = run_on_terminal([sys.executable, "-m", "services.cli", "retrain", str(tmp_path / "arch.json"),
+                              "--config", str(tmp_path / "retrain.yaml")])
+    assert "[raynas] retrain 0/2 epochs |" in screen and "[raynas] retrain 2/2 epochs |" in screen
+    assert "[raynas]   epoch 1 0/20 batches |" in screen and "[raynas]   epoch 2 " in screen
+    assert "test acc " in screen and "<00:00" in screen
+    assert "[raynas] retrain epoch 1/2 " not in screen  # no plain lines on a terminal
+    assert "Reporting training result" not in screen and "Removed " not in screen  # Ray Train's, ONNX's
+    assert "[raynas] retrained 2 epochs: test accuracy " in screen

@@ -77,7 +77,7 @@ print('ok', tuple(logits.shape))
     assert done.stdout.strip() == "ok (3, 10)", done.stderr[-2000:]
 
 
-def test_an_interrupted_retrain_resumes(ray_session, tmp_path):
+def test_an_interrupted_retrain_resumes(ray_session, tmp_path, capfd):
     path, _, _ = arch_file(tmp_path)
     settings = {**TINY, "train.epochs": 4, "out": str(tmp_path / "out")}
     settings["data"] = {**TINY["data"], "synthetic_train": 1200, "train_size": 1200}  # epochs of a few seconds
@@ -109,9 +109,19 @@ def test_an_interrupted_retrain_resumes(ray_session, tmp_path):
     printed = proc.stdout.read().decode()
     assert re.search(r"\[raynas\] retrain epoch 1/4  train loss [\d.]+ acc [\d.]+  test acc [\d.]+  lr \S+  "
                      r"\(\d+s, about \d+s left\)", printed), printed[-3000:]
+    assert printed.startswith("[raynas] connecting to Ray") and "[raynas] starting 1 Ray Train worker(s)" in printed
+    # Ray Train's own INFO lines (resources, process group, every report and checkpoint) stay out
+    for noise in ("Reporting training result", "Checkpoint successfully created", "Setting up process group",
+                  "Requesting resources", "Moving model to device"):
+        assert noise not in printed, printed[-3000:]
 
     cfg = load_config(config, {}, RetrainConfig)
+    capfd.readouterr()
     metrics = run_retrain(cfg, path)
+    resumed = capfd.readouterr().out
+    after = int(re.search(r"\[raynas\] retrain resumed after epoch (\d)\n", resumed).group(1))
+    assert 1 <= after <= done_before  # (a kill between a metrics row and its checkpoint redoes that epoch)
+    assert re.findall(r"\[raynas\] retrain epoch (\d)/4 ", resumed) == [str(e) for e in range(after + 1, 5)]
     rows = list(csv.DictReader(metrics_csv.open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and metrics["epoch"] == 4
     assert float(rows[-1]["wall_time"]) > float(rows[0]["wall_time"])  # time carried over the restart

@@ -8,19 +8,27 @@ from pathlib import Path
 from .common import fail, parse_sets
 
 
-def cmd_retrain(args: argparse.Namespace) -> None:
-    from ..config import ConfigError, RetrainConfig, load_config
-    from ..retrain import load_architecture, outputs, run_retrain
+def retrain_config(args: argparse.Namespace):
+    """The ``RetrainConfig`` a ``retrain`` command line means (ConfigError when invalid)."""
+    from ..config import RetrainConfig, load_config
 
     if args.gpus and args.workers is not None:  # --workers would be silently ignored
         fail("--gpus N runs N workers with a GPU each; --workers counts CPU workers: give one of them")
     overrides = parse_sets(args.set)
     for key, value in (("data.data_dir", args.data_dir), ("out", args.out), ("gpus", args.gpus),
-                       ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address)):
+                       ("workers", args.workers), ("train.epochs", args.epochs), ("ray_address", args.address),
+                       ("verbose", args.verbose)):
         if value is not None:
             overrides[key] = value
+    return load_config(args.config, overrides, RetrainConfig)
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from ..config import ConfigError
+    from ..retrain import load_architecture, outputs, run_retrain
+
     try:
-        cfg = load_config(args.config, overrides, RetrainConfig)
+        cfg = retrain_config(args)
         load_architecture(cfg, args.arch)  # a bad file fails here, before Ray starts
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
@@ -84,7 +92,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     retrain.add_argument("--epochs", type=int)
     retrain.add_argument("--address", help="Ray cluster address")
     retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    retrain.set_defaults(func=cmd_retrain)
+    retrain.add_argument("--verbose", action="store_true", default=None,
+                         help="also show Ray Train's own messages (resources, process groups, checkpoints)")
+    retrain.set_defaults(func=cmd_retrain, config_of=retrain_config)
 
     export = sub.add_parser("export", help="re-export a retrained model.pt (torch.export, ONNX or TorchScript)")
     export.add_argument("model", help="model.pt written by raynas retrain")
