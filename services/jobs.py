@@ -20,7 +20,7 @@ PACKAGES = ("controller_policy", "supernet_worker", "services")
 # Never uploaded: environments, results, data and caches (Ray caps a working_dir at 500 MiB).
 EXCLUDES = [".venv", ".git", "runs", "data", "*.npz", "*.pt", "__pycache__", "*.egg-info", ".pytest_cache",
             ".gitignore"]
-COMMANDS = ("search", "compare", "report", "make-table")
+COMMANDS = ("search", "compare", "retrain", "report", "make-table")
 
 
 # (connect, read) seconds of every Jobs API request: a hung dashboard must not hang its caller.

@@ -48,6 +48,31 @@ def test_unreachable_address_is_one_clear_line(capsys):
     assert code == 2 and err.strip() == "raynas: error: --follow goes with `raynas jobs logs`, not `list`"
 
 
+def test_submit_checks_the_jobs_command_here_first(tmp_path, capsys):
+    """A typo in the job's command fails now, in one line, before any cluster is contacted (the
+    address below answers nothing), not minutes later in the job's log."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "c.yaml").write_text("evaluator: {type: table, table: t.json}\nspace: {name: nb201}\n")
+    submit = ["submit", "--address", nowhere, "--working-dir", str(tmp_path), "--"]
+    for job, said in (
+        (["raynas", "search", "--algo", "bogus"], "the job's command: raynas search: argument --algo: invalid choice"),
+        (["raynas", "search", "--config", "missing.yaml"],
+         f"the job's --config missing.yaml: no such file in the working directory {tmp_path}"),
+        (["raynas", "search", "--config", "c.yaml", "--set", "ppo.clip_parm=0.3"], "clip_parm"),
+        (["raynas", "compare", "--config", "c.yaml", "--budget", "-3"], "the job's command: "),
+        (["raynas", "retrain", "a.json", "--config", "c.yaml", "--gpus", "2", "--workers", "2"], "give one of them"),
+        (["rm", "-rf", "/"], "the job's command: cannot submit 'rm'"),
+    ):
+        code, out, err = run_cli(capsys, *submit, *job)
+        assert code == 2 and said in err and len(err.splitlines()) == 1 and not out, (job, err)
+    # a valid command gets as far as the (absent) cluster; so does an absolute --config that may
+    # exist only on the cluster, and --resume (the search's saved config is there)
+    for job in (["raynas", "search", "--config", "c.yaml", "--budget", "8"],
+                ["search", "--config", "/on/the/cluster.yaml"], ["search", "--resume", "runs/x"]):
+        code, _, err = run_cli(capsys, *submit, *job)
+        assert code == 2 and "cannot reach the Ray Jobs API" in err, (job, err)
+
+
 def test_a_hung_dashboard_times_out_as_jobs_unavailable(ray_head):
     """A server that accepts connections and never answers (a hung dashboard) must not hang the
     caller: each request has a timeout, and a head that stops answering is JobsUnavailable."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import build_parser
+from services.cli.common import UsageError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDERS = {"N": "2", "G": "1"}  # numeric placeholders; DIR, FILE, ID, ... parse as strings
@@ -60,5 +61,5 @@ def test_readme_command_parses(command):
         for args in (argv, inner) if inner else (argv,):  # `submit -- raynas search ...`: the job's command too
             try:
                 parser.parse_args(args)
-            except SystemExit as exc:
-                pytest.fail(f"README: `{command}` does not parse as {args} (exit {exc.code})")
+            except (SystemExit, UsageError) as exc:
+                pytest.fail(f"README: `{command}` does not parse as {args} ({exc})")

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from .client import add_client_commands
-from .common import Parser
+from .common import Parser, UsageError, fail
 from .model import add_model_commands
 from .remote import add_remote_commands
 from .search import add_search_commands
@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        fail(str(exc))
     try:
         args.func(args)
         sys.stdout.flush()

@@ -33,8 +33,13 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+class UsageError(Exception):
+    """A command line the parser refused; ``main`` makes it one error line (exit code 2)."""
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with raynas's one-line errors (exit code 2) instead of a usage block."""
+    """argparse with raynas's one-line errors instead of a usage block. It raises, so that a caller
+    checking a command line it will not run (``raynas submit``'s job command) can say whose it is."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        fail(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")

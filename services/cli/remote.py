@@ -3,8 +3,9 @@ and the gRPC search service (``serve``; its client is ``client.py``)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .common import fail
+from .common import UsageError, fail
 
 
 def _jobs(address: str | None):
@@ -23,10 +24,42 @@ def _print_ended(record) -> None:
         raise SystemExit(1)
 
 
+def check_job_command(command: list[str], working_dir: str) -> None:
+    """The job's command, checked here as the job would check it when it starts (minutes later, on
+    the cluster): parsed by the real parser, and the config it names, with its flags and --set,
+    validated. A relative --config must be in the working directory the job runs in; an absolute
+    one that is not here may be on the cluster, so only the job can check it."""
+    from ..config import ConfigError
+    from ..jobs import JobsError, entrypoint
+    from . import build_parser
+
+    try:
+        entrypoint(command)
+        args = build_parser().parse_args(command[1:] if command[0] == "raynas" else command)
+    except (JobsError, UsageError) as exc:
+        fail(f"the job's command: {exc}")
+    config_of = getattr(args, "config_of", None)
+    if config_of is None or getattr(args, "resume", None):
+        return  # nothing to validate here (--resume reads the config the search saved, on the cluster)
+    if args.config:
+        path = Path(args.config) if Path(args.config).is_absolute() else Path(working_dir) / args.config
+        if not path.is_file():
+            if Path(args.config).is_absolute():
+                return
+            fail(f"the job's --config {args.config}: no such file in the working directory {working_dir} "
+                 "(the job runs there: see --working-dir)")
+        args.config = str(path)
+    try:
+        config_of(args)
+    except (ConfigError, ValueError) as exc:
+        fail(f"the job's command: {exc}")
+
+
 def cmd_submit(args: argparse.Namespace) -> None:
     from ..jobs import JobsError
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    check_job_command(command, args.working_dir)
     jobs = _jobs(args.address)
     try:
         job_id = jobs.submit(command, working_dir=args.working_dir, submission_id=args.job_id,

@@ -67,8 +67,15 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in pairs if value is not None}
 
 
+def search_config(args: argparse.Namespace):
+    """The ``SearchConfig`` a ``search``/``compare`` command line means (ConfigError when invalid)."""
+    from ..config import load_config
+
+    return load_config(args.config, _overrides(args))
+
+
 def cmd_search(args: argparse.Namespace) -> None:
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError
     from ..search import load_run_config, run_search
 
     if args.resume:
@@ -77,7 +84,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         if args.resume:
             cfg = load_run_config(Path(args.resume))
         else:
-            cfg = load_config(args.config, _overrides(args))
+            cfg = search_config(args)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     try:
@@ -101,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             connect(args.address)
             grid = resume_compare(args.resume)
         else:
-            cfg = load_config(args.config, _overrides(args))
+            cfg = search_config(args)
             algos = [a.strip() for a in args.algos.split(",") if a.strip()]
             for algo in algos:
                 load_config(args.config, {**_overrides(args), "algo": algo})  # names a bad one
@@ -162,7 +169,7 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     _search_options(search)
     search.add_argument("--resume", metavar="DIR",
                         help="continue the interrupted search in DIR, as it was configured (no other options)")
-    search.set_defaults(func=cmd_search)
+    search.set_defaults(func=cmd_search, config_of=search_config)
 
     compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)",
                              description="One Tune experiment: every algorithm runs the same search with each seed.")
@@ -174,7 +181,7 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     _search_options(compare)
     compare.add_argument("--resume", metavar="PATH",
                          help="continue the interrupted experiment at PATH, as it was configured (no other options)")
-    compare.set_defaults(func=cmd_compare, algo=None, seed=None, out=None)
+    compare.set_defaults(func=cmd_compare, config_of=search_config, algo=None, seed=None, out=None)
 
     report = sub.add_parser("report", help="plots, tables and a verdict for a compare experiment")
     report.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
