@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from ray import tune
 
 from controller_policy.landscapes import nb201_landscape
@@ -35,7 +36,7 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     assert seen == {(a, s) for a in ("ppo", "rea", "random") for s in (0, 1)}
     again = resume_compare((tmp_path / "tune" / "cmp").as_uri())  # all finished: kept, nothing re-run
     assert len(again) == 6 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
-    where = report_at((tmp_path / "tune" / "cmp").as_uri())
+    where = report_at((tmp_path / "tune" / "cmp").as_uri()).location
     assert where.endswith("/cmp/report.md") and "ppo reached" in (tmp_path / "tune" / "cmp" / "report.md").read_text()
     assert (tmp_path / "tune" / "cmp" / "report.html").stat().st_size > 10_000
 
@@ -137,5 +138,12 @@ def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path, capsys
 
     code, out, err = run_cli(capsys, "compare", "--resume", str(storage / name))
     assert code == 0, err
-    assert f"[raynas] report: {storage / name}/report.md" in out
+    assert f"[raynas] report {storage / name}/report.md" in out
+    assert "[raynas] Ranked by the test metric of the best-by-validation architecture (mean ± std over seeds): " in out
+    found = re.search(r"\[raynas\] found  (\S.*)\n\[raynas\]        ([\d.]+): the test metric of the "
+                      r"best-by-validation architecture \((ppo|random) seed 0, trial (search_trial_\S+)\)", out)
+    assert found, out
+    best = max((json.loads(line) for line in (storage / name / found.group(4) / "trajectory.jsonl").open()),
+               key=lambda row: row["reward"])
+    assert found.group(1) == best["arch"] and float(found.group(2)) == pytest.approx(best["metrics"]["test"], abs=1e-4)
     assert f"[raynas] next   open {storage / name}/report.html (the verdict, curves and table)" in out

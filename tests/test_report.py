@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from services.experiments.report import write_report
+from services.experiments.report import report_at, write_report
 
 TRIALS = {  # (algo, seed): rewards in evaluation order
     ("ppo", 0): [0.1, 0.5, 0.9, 0.9],
@@ -68,6 +68,34 @@ def test_weight_sharing_trials_are_ranked_by_their_derived_architecture(tmp_path
     assert "ppo vs random: +0.1, ppo better (paired t-test over 3 seeds, p = 0" in verdict
     header = next(line for line in md.splitlines() if line.startswith("| algorithm"))
     assert "derived architecture: valid accuracy (whole split)" in header and "final best" not in header
+
+
+def test_the_best_architecture_and_a_uri_experiment_ranked_like_a_local_one(tmp_path, experiment):
+    """report_at names the architecture a user keeps; an experiment at a URI is fetched with its
+    best_arch.json files, so weight-sharing trials there are ranked by their derived architectures."""
+    local = report_at(experiment, window=2)
+    # by the test metric of each best-by-valid architecture: ppo's (0.85) in both seeds, seed 0 first
+    assert local.best == {"arch": "a2", "score": pytest.approx(0.85), "algo": "ppo", "seed": 0,
+                          "criterion": "the test metric of the best-by-validation architecture",
+                          "trial": "search_trial_0"}
+    for i, acc in enumerate((0.61, 0.74, 0.70, 0.69)):
+        (experiment / f"search_trial_{i}" / "best_arch.json").write_text(json.dumps({"arch": f"d{i}",
+                                                                                    "valid_accuracy": acc}))
+    remote = report_at(experiment.as_uri(), window=2)
+    assert remote.location == experiment.as_uri() + "/report.md"
+    assert remote.ranking.startswith("Ranked by the derived architecture's accuracy on the whole validation split")
+    assert (remote.best["arch"], remote.best["algo"], remote.best["seed"]) == ("d1", "ppo", 1)
+
+
+def test_one_seed_gives_no_verdict(experiment):
+    """With one seed per algorithm there is no spread: a margin is reported, never "better"."""
+    for i in (1, 3):  # keep seed 0 of each algorithm
+        for f in (experiment / f"search_trial_{i}").iterdir():
+            f.unlink()
+        (experiment / f"search_trial_{i}").rmdir()
+    text = report_at(experiment, window=2).ranking
+    assert "ppo vs random: +0.4, no verdict (one seed: the noise is unknown; run several seeds)." in text
+    assert "better" not in text
 
 
 def test_report_on_a_directory_without_trials(tmp_path):

@@ -135,19 +135,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
     except ValueError as exc:  # e.g. every trial failed before evaluating anything
         print(f"[raynas] no report: {exc}")
         return
-    print(f"[raynas] report: {report}")
-    print(f"[raynas] next   open {report.removesuffix('.md')}.html (the verdict, curves and table); "
+    print("\n".join(findings_lines(report)))
+    print(f"[raynas] next   open {report.location.removesuffix('.md')}.html (the verdict, curves and table); "
           f"raynas report {grid.experiment_path} --window N redraws the curves")
+
+
+def findings_lines(report) -> list[str]:
+    """The verdict and the best architecture of an experiment, as `compare` and `report` end."""
+    best = report.best
+    return [f"[raynas] {report.ranking}",
+            f"[raynas] found  {best['arch']}",
+            f"[raynas]        {best['score']:.4f}: {best['criterion']} ({best['algo']} seed {best['seed']}, "
+            f"trial {best['trial']})",
+            f"[raynas] report {report.location}"]
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from ..experiments.report import report_at
 
     try:
-        path = report_at(args.experiment, window=args.window)
+        report = report_at(args.experiment, window=args.window)
     except ValueError as exc:
         fail(str(exc))
-    print(f"[raynas] report: {path} (and report.html, reward_curves.png, best_curves.png)")
+    print("\n".join(findings_lines(report)) + " (and report.html, reward_curves.png, best_curves.png)")
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:

@@ -144,6 +144,11 @@ def ranking(table: dict[str, dict[str, Any]], criterion: str, alpha: float = 0.0
     leader = order[0]
     for other in order[1:]:
         diff, p, n = compare_pair(table[leader]["score"], table[other]["score"])
+        if min(len(table[leader]["score"]), len(table[other]["score"])) < 2:
+            # one seed has no spread: a difference of any size could be noise
+            parts.append(f"{leader} vs {other}: {diff:+.4g}, no verdict (one seed: the noise is unknown; "
+                         "run several seeds).")
+            continue
         if p is None:
             lo = [np.mean(list(table[x]["score"].values())) - np.std(list(table[x]["score"].values()))
                   for x in (leader, other)]
@@ -211,9 +216,31 @@ def _block_means(rewards: np.ndarray, window: int) -> np.ndarray:
     return rewards[: n * window].reshape(n, window).mean(1) if n else rewards[:1]
 
 
+@dataclass
+class Written:
+    """What a report says in short: where it is, its ranking and verdict, and the best architecture
+    of all trials by the ranking's criterion (``best_architecture``)."""
+
+    location: str
+    ranking: str
+    best: dict[str, Any]
+
+
+def best_architecture(trials: list[Trial], criterion: str) -> dict[str, Any]:
+    """The architecture a user would keep from the whole experiment, with whose it is and why."""
+    top = max(trials, key=lambda t: _score(t, criterion))
+    arch = (json.loads((top.path / "best_arch.json").read_text())["arch"] if criterion == "derived"
+            else top.best_row["arch"])
+    return {"arch": arch, "score": _score(top, criterion), "criterion": CRITERIA[criterion], "algo": top.algo,
+            "seed": top.seed, "trial": top.path.name}
+
+
 def write_report(experiment: str | Path, window: int | None = None) -> Path:
     """Write reward_curves.png, best_curves.png, report.md and a self-contained report.html."""
-    experiment = Path(experiment)
+    return Path(_write(Path(experiment), window).location)
+
+
+def _write(experiment: Path, window: int | None) -> Written:
     trials = load_trials(experiment)
     overall = max(t.rewards.max() for t in trials)
     window = window or max(1, min(len(t.rewards) for t in trials) // 20)
@@ -253,22 +280,25 @@ def write_report(experiment: str | Path, window: int | None = None) -> Path:
         f"padding:4px 8px}}table{{border-collapse:collapse}}img{{max-width:100%}}</style></head><body>"
         f"<h1>raynas comparison: {html.escape(experiment.name)}</h1><p id='verdict'>{html.escape(text)}</p>"
         f"{table_html}{images}</body></html>\n")
-    return experiment / "report.md"
+    return Written(str(experiment / "report.md"), text, best_architecture(trials, criterion))
 
 
-REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv")
+# best_arch.json too: without it a weight-sharing experiment at a URI would be ranked by its
+# one-minibatch rewards instead of its derived architectures
+REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv", "best_arch.json")
 REPORT_OUTPUTS = ("report.md", "report.html", "reward_curves.png", "best_curves.png")
 
 
-def report_at(location: str | Path, window: int | None = None) -> str:
+def report_at(location: str | Path, window: int | None = None) -> Written:
     """``write_report`` for an experiment in a local directory or at a URI (s3://...): for a URI the
     trials' inputs are fetched into a local cache, and the report is uploaded beside them."""
     if not storage.is_uri(location):
-        return str(write_report(location, window))
+        return _write(Path(location), window)
     fs, root = storage.resolve(location)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / Path(root).name
         storage.download(fs, root, local, accept=lambda rel: rel.count("/") == 1 and rel.endswith(REPORT_INPUTS))
-        write_report(local, window)
+        written = _write(local, window)
         storage.upload([local / name for name in REPORT_OUTPUTS], fs, root)
-    return f"{str(location).rstrip('/')}/report.md"
+    written.location = f"{str(location).rstrip('/')}/report.md"
+    return written
