@@ -103,6 +103,13 @@ def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monke
     assert run_search(cfg)["evaluated"] == 4
     saved = load_run_config(tmp_path / "out")
     assert saved.out == str(tmp_path / "out") and saved.evaluator.table == str(table)
+    # --address and --verbose are the options a resumed search honours (another cluster, more output)
+    from services.cli.search import resume_config
+
+    args = build_parser().parse_args(["search", "--resume", "out", "--address", "ray://elsewhere:10001", "--verbose"])
+    resumed = resume_config(args)
+    assert (resumed.ray_address, resumed.verbose) == ("ray://elsewhere:10001", True)
+    assert resumed.budget == 4 and resumed.evaluator.table == str(table)
 
 
 def test_compare_rejects_an_unknown_algorithm_before_starting(tmp_path, table):

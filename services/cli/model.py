@@ -36,9 +36,11 @@ def cmd_retrain(args: argparse.Namespace) -> None:
         metrics = run_retrain(cfg, args.arch)
     except (RuntimeError, ValueError) as exc:
         fail(str(exc))
+    from supernet_worker.retrain import describe_test_split
+
     files = outputs(cfg)
-    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} "
-          f"(train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
+    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} on "
+          f"{describe_test_split(cfg.data)} (train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
     print(f"[raynas] {files['metrics']}, {files['model']} and its exports: "
           + ", ".join(str(path) for key, path in files.items() if key not in ("metrics", "model") and path.exists()))
     model_json = json.loads(files["model_json"].read_text())

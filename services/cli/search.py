@@ -37,10 +37,11 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
                         help="also show the Ray/RLlib/Tune messages raynas drops by default")
 
 
-def _refuse_with_resume(args: argparse.Namespace, what: str) -> None:
-    """--resume continues what was configured: other options would be silently ignored, so refuse them."""
+def _refuse_with_resume(args: argparse.Namespace, what: str, honoured: tuple[str, ...] = ()) -> None:
+    """--resume continues what was configured: other options would be silently ignored, so refuse them
+    (all but the ``honoured`` ones, which the resumed run applies)."""
     given = [f"--{key.replace('_', '-')}" for key in RESUME_CONFLICTS
-             if getattr(args, key, None) not in (None, [], DEFAULTS.get(key))]
+             if key not in honoured and getattr(args, key, None) not in (None, [], DEFAULTS.get(key))]
     if given:
         fail(f"--resume continues the {what} as it was configured; drop {', '.join(given)} "
              "(or start a new one without --resume)")
@@ -74,17 +75,29 @@ def search_config(args: argparse.Namespace):
     return load_config(args.config, _overrides(args))
 
 
+def resume_config(args: argparse.Namespace):
+    """The saved config of ``search --resume DIR``, on the cluster ``--address`` names (the machine
+    may have changed) and as verbose as ``--verbose`` asks; nothing else changes."""
+    import dataclasses
+
+    from ..search import load_run_config
+
+    cfg = load_run_config(Path(args.resume))
+    if args.address is not None:
+        cfg = dataclasses.replace(cfg, ray_address=args.address)
+    if args.verbose:
+        cfg = dataclasses.replace(cfg, verbose=True)
+    return cfg
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     from ..config import ConfigError
-    from ..search import load_run_config, run_search
+    from ..search import run_search
 
     if args.resume:
-        _refuse_with_resume(args, "search")
+        _refuse_with_resume(args, "search", honoured=("verbose",))
     try:
-        if args.resume:
-            cfg = load_run_config(Path(args.resume))
-        else:
-            cfg = search_config(args)
+        cfg = resume_config(args) if args.resume else search_config(args)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     try:
@@ -178,7 +191,8 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--out", help="output directory")
     _search_options(search)
     search.add_argument("--resume", metavar="DIR",
-                        help="continue the interrupted search in DIR, as it was configured (no other options)")
+                        help="continue the interrupted search in DIR, as it was configured (no other options but "
+                             "--address and --verbose)")
     search.set_defaults(func=cmd_search, config_of=search_config)
 
     compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)",
