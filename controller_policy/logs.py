@@ -10,6 +10,7 @@ NOISE = (
     ("ray.rllib.algorithms.algorithm_config", "on the new API stack!"),  # our algorithms are built for it
     ("ray._common.deprecation", "RLModule(config=[RLModuleConfig"),  # RLlib builds that config itself
     ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+    ("ray.train._internal.storage", "Checkpoint successfully created at"),  # every Tune trial iteration
 )
 
 

@@ -86,7 +86,7 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
         name=name, storage_path=storage_path if storage.is_uri(storage_path) else storage.resolve(storage_path)[1],
         failure_config=tune.FailureConfig(max_failures=max_failures),
         sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1 if cfg.verbose else 0,
-        callbacks=[TrialProgress(len(algos) * seeds), *(callbacks or [])],
+        callbacks=[*([] if cfg.verbose else [TrialProgress(len(algos) * seeds)]), *(callbacks or [])],
     )
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
 
