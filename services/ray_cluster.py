@@ -148,9 +148,14 @@ class LocalRayHead:
         """Stop the head and everything it started (its process group)."""
         if self.proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        # `ray start --block` shuts its processes down on SIGINT (Ctrl-C) in about 3 s; on SIGTERM to
+        # the group it lingers with its raylet and agent, so that is only the fallback, then SIGKILL.
+        for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
-                os.killpg(self.proc.pid, sig)
+                if sig == signal.SIGINT:
+                    os.kill(self.proc.pid, sig)
+                else:
+                    os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 break
             try:
