@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ray.tune.experimental.output import AirVerbosity
-from ray.tune.experimental.output import ProgressReporter as AirProgressReporter
+from ray import tune
 from tqdm import tqdm
 
 from controller_policy.algorithms import SEARCH
@@ -142,38 +141,15 @@ class RetrainProgress:
         self.bar = self.step_bar = None
 
 
-class TrialProgress(AirProgressReporter):
-    """A compare's trials as they start, finish and fail: one line per change, instead of Tune's
-    output (``verbose: true`` brings that back and leaves this out). It is a Tune progress reporter,
-    not a plain callback, because Tune prints its experiment header (a configuration box, a
-    TensorBoard hint pointing into Ray's temp dir) through the first reporter it finds, at any
-    verbosity: this one says one line instead."""
+class TrialProgress(tune.Callback):
+    """A compare's trials as they start, finish and fail: one line per change (instead of Tune's
+    periodic status table, which ``verbose: true`` brings back)."""
 
     def __init__(self, total: int) -> None:
-        super().__init__(AirVerbosity.SILENT)
         self.total = total
         self.running: set[str] = set()
         self.done: set[str] = set()
         self.failed: set[str] = set()
-
-    def experiment_started(self, experiment_name: str, experiment_path: str, *args: Any, **kwargs: Any) -> None:
-        print(f"[raynas] experiment {experiment_name}: {self.total} trials, results in {experiment_path}", flush=True)
-
-    # Tune's own per-result, per-checkpoint and periodic output: none (the lines above say it)
-    def print_heartbeat(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_trial_recover(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
     def _say(self, trial: Any, what: str) -> None:
         config = getattr(trial, "config", {}) or {}

@@ -226,7 +226,7 @@ def save_model(out: Path, child: nn.Module, config: dict[str, Any], space: Any, 
 def describe_test_split(data: DataConfig) -> str:
     """Which images ``test_accuracy`` was measured on."""
     if data.source == "synthetic":
-        return f"generated test split ({data.synthetic_test} images)"
+        return f"the generated test split ({data.synthetic_test} images)"
     return "the dataset's test split (all of it; never used for training or selection)"
 
 

@@ -69,7 +69,7 @@ def test_every_space_exports_to_every_format_and_runs_without_raynas(ray_session
                                  "layout": "NCHW", "dynamic_batch": [1, 4096]}
         assert info["output"]["num_classes"] == 10 and info["onnx_opset"] == 18
         assert info["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-        assert info["test_split"] == "generated test split (32 images)"
+        assert info["test_split"] == "the generated test split (32 images)"
         assert len(info["normalisation"]["mean"]) == 3 and "inside the exported model" in info["normalisation"]["applied"]
         for fmt, file in FORMATS.items():
             assert info["files"][fmt] == {"file": file, "sha256": sha256(out / file), "bytes": (out / file).stat().st_size}
@@ -136,7 +136,7 @@ def test_raynas_export_writes_one_format_where_asked(model_pt, tmp_path, capsys,
         got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     assert torch.allclose(got, want, atol=1e-4)
     info = json.loads((model_pt.parent / "model.json").read_text())
-    assert info["test_accuracy"] == 0.125 and info["test_split"] == "generated test split (40 images)"
+    assert info["test_accuracy"] == 0.125 and info["test_split"] == "the generated test split (40 images)"
 
 
 @pytest.mark.parametrize("argv, said", [

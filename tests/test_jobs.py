@@ -149,13 +149,13 @@ def test_stop_a_running_job(ray_head, tmp_path, capsys):
     url = ray_head.jobs_url
     table = tmp_path / "table.json"
     table.write_text(json.dumps(nb201_landscape(1)))
-    code, out, _ = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", "search",
-                           "--space", "nb201", "--evaluator", "table", "--table", str(table), "--budget", "100000",
-                           "--out", str(tmp_path / "long"))
+    search = ["search", "--space", "nb201", "--evaluator", "table", "--table", str(table), "--budget", "100000",
+              "--out", str(tmp_path / "long")]
+    code, out, _ = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", *search)
     assert code == 0 and "raynas-stop-me" in out
     code, out, _ = run_cli(capsys, "jobs", "stop", "raynas-stop-me", "--address", url)
     assert code == 0 and "stopping" in out
     code, out, _ = run_cli(capsys, "jobs", "logs", "raynas-stop-me", "--follow", "--address", url)
     assert code == 1 and "STOPPED" in out
-    code, _, err = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", "search")
+    code, _, err = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", *search)
     assert code == 2 and "job id 'raynas-stop-me' is already taken" in err

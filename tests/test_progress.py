@@ -116,4 +116,5 @@ def test_retrain_progress_on_a_terminal_and_in_plain_lines(tmp_path):
     assert "test acc " in screen and "<00:00" in screen
     assert "[raynas] retrain epoch 1/2 " not in screen  # no plain lines on a terminal
     assert "Reporting training result" not in screen and "Removed " not in screen  # Ray Train's, ONNX's
-    assert "[raynas] retrained 2 epochs: test accuracy " in screen and " on generated test split (40 images)" in screen
+    assert f"[raynas] found  {space.to_string(arch)} (enas_macro), retrained" in screen
+    assert "[raynas]        2 epochs: test accuracy " in screen and " on the generated test split (40 images)" in screen

@@ -39,15 +39,17 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from supernet_worker.retrain import describe_test_split
 
     files = outputs(cfg)
-    print(f"[raynas] retrained {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} on "
-          f"{describe_test_split(cfg.data)} (train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
-    print(f"[raynas] {files['metrics']}, {files['model']} and its exports: "
-          + ", ".join(str(path) for key, path in files.items() if key not in ("metrics", "model") and path.exists()))
     model_json = json.loads(files["model_json"].read_text())
+    print(f"[raynas] found  {model_json['architecture']['string']} ({model_json['space']['name']}), retrained from "
+          "scratch")
+    print(f"[raynas]        {metrics['epoch']} epochs: test accuracy {metrics['test_accuracy']:.4f} on "
+          f"{describe_test_split(cfg.data)} (train {metrics['train_accuracy']:.4f}, {metrics['wall_time']:.0f} s)")
+    written = [path.name for key, path in files.items() if key != "metrics" and path.exists()]
+    print(f"[raynas] files  {files['model'].parent}/: metrics.csv, {', '.join(written)}")
     for fmt, entry in model_json["files"].items():
         if entry.get("file") is None:
-            print(f"[raynas] {fmt}: {entry['reason']}")
-    print(f"[raynas] next: load {files['model'].parent / 'model.pt2'} with torch.export.load, or model.onnx with "
+            print(f"[raynas]        {fmt}: {entry['reason']}")
+    print(f"[raynas] next   load {files['model'].parent / 'model.pt2'} with torch.export.load, or model.onnx with "
           "onnxruntime (README: Deploy the found network)")
 
 

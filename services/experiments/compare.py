@@ -6,12 +6,13 @@ so an interrupted experiment resumes (``Tuner.restore``) and a failed trial is r
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ray import tune
 from ray.tune import Checkpoint
@@ -94,6 +95,26 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
 COMPARE_CONFIG = "raynas_compare.json"
 
 
+@contextlib.contextmanager
+def tune_output(verbose: bool) -> Iterator[None]:
+    """Tune's own terminal output only when ``verbose``. Its current output engine prints an
+    experiment header (a configuration box, a TensorBoard hint into Ray's temp dir) at any
+    verbosity; its legacy engine, which Ray selects with ``RAY_AIR_NEW_OUTPUT=0``, prints nothing
+    at verbosity 0 and leaves the trials' lines to ``TrialProgress``. Set for this run only."""
+    if verbose:
+        yield
+        return
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
 def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: str, name: str,
                 max_failures: int = 1, callbacks: list[tune.Callback] | None = None) -> tune.ResultGrid:
     """``max_failures``: retries of a failed trial (from its last checkpoint) before it is
@@ -101,7 +122,10 @@ def run_compare(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: s
     tuner = make_tuner(cfg, algos, seeds, storage_path, name, max_failures, callbacks)
     fs, root = storage.resolve(storage_path)
     storage.write_text(fs, f"{root}/{name}/{COMPARE_CONFIG}", json.dumps(to_dict(cfg), indent=2) + "\n")
-    return tuner.fit()
+    print(f"[raynas] experiment {name}: {len(algos) * seeds} trials ({', '.join(algos)} × {seeds} seeds) in "
+          f"{storage_path.rstrip('/')}/{name}", flush=True)
+    with tune_output(cfg.verbose):
+        return tuner.fit()
 
 
 def resume_compare(path: str) -> tune.ResultGrid:
@@ -112,5 +136,9 @@ def resume_compare(path: str) -> tune.ResultGrid:
         raise ValueError(f"{path} is not a raynas compare experiment (no {COMPARE_CONFIG})")
     cfg = from_dict(SearchConfig, json.loads(saved)).validate()
     trainable = tune.with_resources(search_trial, trial_resources(cfg))
-    return tune.Tuner.restore(path if storage.is_uri(path) else root, trainable, resume_unfinished=True,
-                              resume_errored=True).fit()
+    tuner = tune.Tuner.restore(path if storage.is_uri(path) else root, trainable, resume_unfinished=True,
+                               resume_errored=True)
+    print(f"[raynas] resuming the experiment in {path}: unfinished trials continue from their checkpoints",
+          flush=True)
+    with tune_output(cfg.verbose):
+        return tuner.fit()
