@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.queue import Empty, Queue
 from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
 
 from controller_policy.spaces import build_space, load_arch_file
 from supernet_worker.export import FORMATS, MODEL_JSON
