@@ -145,6 +145,24 @@ def test_submit_tabular_and_weight_sharing_searches(ray_head, tmp_path, capsys, 
         assert code == 2 and "no job 'raysubmit_nosuchjob'" in err, (action, err)
 
 
+def test_submit_a_retrain(ray_head, tmp_path, capsys):
+    """`raynas submit -- raynas retrain …` (as the README shows): the job trains, its progress and
+    closing lines come back in the followed log, and the model lands in --out."""
+    from tests.test_retrain import TINY, arch_file
+
+    path, space, arch = arch_file(tmp_path)
+    config = {"space": {"name": "enas_macro", "params": {"num_layers": 3}}, "supernet": TINY["supernet"],
+              "data": TINY["data"], "train": {"epochs": 2}}
+    (tmp_path / "retrain.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = run_cli(capsys, "submit", "--address", ray_head.jobs_url, "--working-dir", str(tmp_path),
+                             "--follow", "--", "raynas", "retrain", str(path), "--config", "retrain.yaml",
+                             "--out", str(tmp_path / "out"))
+    assert code == 0, out[-3000:] + err
+    assert "[raynas] retrain epoch 2/2 " in out and f"[raynas] found  {space.to_string(arch)} (enas_macro)" in out
+    assert "Reporting training result" not in out and "SUCCEEDED" in out
+    assert (tmp_path / "out" / "model.pt").is_file()
+
+
 def test_stop_a_running_job(ray_head, tmp_path, capsys):
     url = ray_head.jobs_url
     table = tmp_path / "table.json"
