@@ -26,6 +26,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     Ray Train uses to clean up after its controller)."""
     if ray.is_initialized():
         return False
+    # a start takes seconds (minutes on a busy machine): say what is happening
+    print("[raynas] connecting to Ray (" + ("an embedded instance" if address == "local" else address or
+                                           "a cluster that is running, else an embedded one") + ")", flush=True)
     if address == "local":
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
                  logging_level=logging.WARNING)

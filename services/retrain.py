@@ -43,8 +43,6 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
             raise ValueError(f"data.data_dir: {data.data_dir} does not exist")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        status("connecting to Ray (a cluster that is running, else an embedded one)")
     started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True)
     queue = reader = None
     try:

@@ -118,8 +118,6 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         if cfg.evaluator.table:
             saved["evaluator"]["table"] = str(Path(cfg.evaluator.table).resolve())
         (out / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-    if not ray.is_initialized():
-        status("connecting to Ray (a cluster that is running, else an embedded one)")
     started_ray = connect(cfg.ray_address, cfg.num_cpus)
     algo = progress = None
     try:

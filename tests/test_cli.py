@@ -85,9 +85,11 @@ def test_resume_refuses_options_it_would_ignore(tmp_path):
 def test_flag_choices_are_the_registries():
     from controller_policy.algorithms import ALGORITHMS
     from controller_policy.spaces import SPACES
-    from services.cli.common import ALGORITHM_NAMES, SPACE_NAMES
+    from services.cli.common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES
+    from services.config import EVALUATORS as CONFIG_EVALUATORS
 
     assert set(SPACE_NAMES) == set(SPACES) and set(ALGORITHM_NAMES) == set(ALGORITHMS)
+    assert EVALUATORS == CONFIG_EVALUATORS
 
 
 def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monkeypatch):
