@@ -66,9 +66,23 @@ def free_port() -> int:
             return port
 
 
+# `python -c THIS PARENT_PID CMD...`: SIGINT when the parent dies, even by SIGKILL (Linux's
+# PR_SET_PDEATHSIG survives exec), so a head is not left running without its owner.
+_EXEC_WITH_PARENT_DEATH_SIGINT = """
+import ctypes, os, signal, sys
+if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT) != 0:  # 1: PR_SET_PDEATHSIG
+    sys.exit("prctl(PR_SET_PDEATHSIG): " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 class LocalRayHead:
     """``ray start --head --block`` in its own process group, temp dir and free ports, with the
-    dashboard (the Jobs API) on 127.0.0.1; jobs run ``python`` as this interpreter.
+    dashboard (the Jobs API) on 127.0.0.1; jobs run ``python`` as this interpreter. On Linux the
+    head stops itself when the thread that started it exits (e.g. its process is killed), so start
+    it from a thread that lives as long as the head should.
 
     ``ray.init`` cannot do this: it picks no free ports for the dashboard's agent, so beside another
     Ray instance on the machine its head has no agent to run jobs ("No available agent to submit job").
@@ -109,6 +123,8 @@ class LocalRayHead:
                 cmd += [flag, str(value)]
         for flag, port in ports.items():
             cmd += [flag, str(port)]
+        if sys.platform == "linux":
+            cmd = [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH_SIGINT, str(os.getpid()), *cmd]
         self.proc = subprocess.Popen(cmd, env=self._env(), stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:

@@ -28,7 +28,7 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     seen = set()
     for result in grid:
         seen.add((result.config["algo"], result.config["seed"]))
-        assert result.metrics["search/archs_sampled"] == 16
+        assert result.metrics["search/archs_sampled"] == 16 and result.metrics["search/done"] == 1  # what compare reads
         rows = (Path(result.path) / "trajectory.jsonl").read_text().splitlines()
         assert len(rows) == 16 and result.checkpoint is not None
         summary = json.loads((Path(result.path) / "summary.json").read_text())
@@ -47,7 +47,7 @@ def test_compare_weight_sharing_trial_places_its_workers(ray_session, tmp_path):
     cfg = tiny_config(tmp_path / "unused")
     grid = run_compare(cfg, ["reinforce"], seeds=1, storage_path=str(tmp_path / "tune"), name="ws")
     (result,) = list(grid)
-    assert result.error is None and result.metrics["supernet/archs_sampled"] == 16
+    assert result.error is None and result.metrics["supernet/archs_sampled"] == 16 and result.metrics["search/done"] == 1
     assert (Path(result.path) / "best_arch.json").exists() and (Path(result.path) / "metrics.csv").exists()
 
 

@@ -241,6 +241,47 @@ def test_serve_without_a_cluster_starts_a_local_head_and_stops_it_on_exit(table,
             proc.wait()
 
 
+def processes_with(text: str) -> dict[int, list[str]]:
+    """pid -> argv of every process whose command line contains ``text``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and any(text in arg for arg in argv):
+            found[int(entry.name)] = argv
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the head's parent-death signal is Linux's prctl")
+def test_serve_killed_with_sigkill_leaves_no_ray_head_behind(tmp_path):
+    """kill -9 (or the OOM killer) gives `raynas serve` no chance to stop its head: the head stops itself."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--ray-address",
+                             "local", "--db", str(tmp_path / "s.db"), "--runs-dir", str(tmp_path / "runs")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        proc.stdout.readline()
+        match = re.search(r"Jobs API at http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert match
+        (head,) = [argv for argv in processes_with("--dashboard-port").values()
+                   if argv[argv.index("--dashboard-port") + 1] == match.group(1)]
+        temp_dir = head[head.index("--temp-dir") + 1]
+        assert len(processes_with(temp_dir)) >= 3  # `ray start`, the GCS, the raylet, ...
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 40
+        while processes_with(temp_dir):
+            assert time.time() < deadline, f"left running: {processes_with(temp_dir)}"
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_availability_backs_off_and_logs_once_per_outage(caplog):
     from services.api.availability import DATABASE, RAY, Availability
 

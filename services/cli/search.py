@@ -138,7 +138,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
         status = f"error: {result.error}" if result.error else f"best {result.metrics.get('search/best_reward', float('nan')):.4f}"
         print(f"[raynas] {c['algo']:<10} seed {c['seed']}: {status}  ({result.path})")
     print(f"[raynas] experiment in {grid.experiment_path}")
-    unfinished = [r for r in grid if r.error is None and not r.metrics.get("done")]
+    # The search's own flag, reported with every result: Tune adds its `done` to a trial's last
+    # result after the fact, and a restored experiment was seen in CI with a finished trial without it.
+    unfinished = [r for r in grid if r.error is None and not r.metrics.get("search/done")]
     if unfinished:  # Ctrl-C: Tune saved the experiment's state
         print(f"[raynas] interrupted with {len(unfinished)} trial(s) unfinished; continue with: "
               f"raynas compare --resume {grid.experiment_path}")
