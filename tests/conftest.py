@@ -1,8 +1,12 @@
+import itertools
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from controller_policy.spaces import NB201Space
 
 torch.set_num_threads(1)
 
@@ -25,6 +29,18 @@ def arrays_dir(tmp_path):
         np.savez(out / "train.npz", x=d.x_train, y=d.y_train)
         np.savez(out / "test.npz", x=d.x_test, y=d.y_test)
     return out
+
+
+@pytest.fixture(scope="module")
+def additive_table(tmp_path_factory):
+    """Reward = mean over edges of a per-(edge, op) value: a unique, known optimum."""
+    space = NB201Space()
+    values = np.random.default_rng(123).uniform(0, 1, (6, 5))
+    table = {space.to_string(list(a)): {"valid": float(values[np.arange(6), list(a)].mean()), "test": 0.5}
+             for a in itertools.product(range(5), repeat=6)}
+    path = tmp_path_factory.mktemp("table") / "table.json"
+    path.write_text(json.dumps(table))
+    return path, space.to_string(values.argmax(1).tolist())
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from controller_policy.algorithms.rea import mutate
 from controller_policy.spaces import build_space
 from services.config import ConfigError, load_config
 from services.search import run_search
-from tests.test_rl_search import additive_table  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("name,params", [("enas_macro", {"num_layers": 4}), ("enas_micro", {"num_nodes": 3}),
@@ -33,7 +32,7 @@ def read(out):
     return [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
 
 
-def test_rea_on_a_table_evolves_resumes_and_beats_its_random_start(ray_session, additive_table, tmp_path):  # noqa: F811
+def test_rea_on_a_table_evolves_resumes_and_beats_its_random_start(ray_session, additive_table, tmp_path):
     table, optimum = additive_table
     summary = run_search(table_config(tmp_path / "full", table, budget=200))
     rows = read(tmp_path / "full")

@@ -1,5 +1,4 @@
 """End-to-end RL-layer tests on a real local Ray instance (shared per session)."""
-import itertools
 import json
 
 import numpy as np
@@ -10,18 +9,6 @@ from ray.rllib.core.columns import Columns
 from controller_policy.algorithms import ALGORITHMS, PPOSearch, PPOSearchConfig, Reinforce, ReinforceConfig
 from controller_policy.evaluators import Evaluation
 from controller_policy.spaces import NB201Space, build_space
-
-
-@pytest.fixture(scope="module")
-def additive_table(tmp_path_factory):
-    """Reward = mean over edges of a per-(edge, op) value: a unique, known optimum."""
-    space = NB201Space()
-    values = np.random.default_rng(123).uniform(0, 1, (6, 5))
-    table = {space.to_string(list(a)): {"valid": float(values[np.arange(6), list(a)].mean()), "test": 0.5}
-             for a in itertools.product(range(5), repeat=6)}
-    path = tmp_path_factory.mktemp("table") / "table.json"
-    path.write_text(json.dumps(table))
-    return path, space.to_string(values.argmax(1).tolist())
 
 
 def build(algo, table, out, budget, seed=0, **search):
