@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import ray
@@ -56,13 +57,14 @@ def check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float
                          f"{need_cpus:g} CPUs, but the cluster has {have_cpus:g}")
 
 
-def free_port() -> int:
-    """A free loopback port outside Ray's default worker port range (10002-19999)."""
+def free_port(exclude: Collection[int] = ()) -> int:
+    """A free loopback port outside Ray's default worker port range (10002-19999) and ``exclude``
+    (ports already picked: the OS hands a just-released port out again)."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
+        if not 10002 <= port <= 19999 and port not in exclude:
             return port
 
 
@@ -94,7 +96,8 @@ class LocalRayHead:
         self.root = Path(tempfile.mkdtemp(prefix="raynas-head-") if root is None else root)
         self.num_cpus, self.num_gpus, self.object_store_mb = num_cpus, num_gpus, object_store_mb
         self.temp_dir = self.root / "ray"  # its own: leaves /tmp/ray/ray_current_cluster to other clusters
-        self.port, self.dashboard_port = free_port(), free_port()
+        self.port = free_port()
+        self.dashboard_port = free_port(exclude={self.port})
         self.proc: subprocess.Popen | None = None
         self.log_path = self.root / "head.log"
 
@@ -109,11 +112,11 @@ class LocalRayHead:
 
     def start(self, timeout_s: float = 120.0) -> "LocalRayHead":
         """Start (or, after ``stop``, restart on the same GCS and dashboard ports) and wait for the Jobs API."""
-        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port,
-                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--node-manager-port": free_port(),
-                 "--object-manager-port": free_port()}
+        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port}
+        for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                     "--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port",
+                     "--object-manager-port"):
+            ports[flag] = free_port(exclude=set(ports.values()))  # Ray refuses a port given twice
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
                "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]

@@ -241,6 +241,33 @@ def test_serve_without_a_cluster_starts_a_local_head_and_stops_it_on_exit(table,
             proc.wait()
 
 
+def test_free_port_never_repeats_a_port_already_picked(monkeypatch):
+    """The OS hands a just-released port out again; a head given one port twice does not start
+    ("runtime_env_agent is trying to use a port number … used by other components", seen in CI)."""
+    import socket
+
+    from services import ray_cluster
+
+    handed_out = iter([40001, 40001, 12345, 40001, 40002])  # 12345: in Ray's worker port range
+
+    class FakeSocket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", next(handed_out))
+
+    monkeypatch.setattr(socket, "socket", FakeSocket)
+    assert ray_cluster.free_port() == 40001
+    assert ray_cluster.free_port(exclude={40001}) == 40002
+
+
 def processes_with(text: str) -> dict[int, list[str]]:
     """pid -> argv of every process whose command line contains ``text``."""
     found = {}
