@@ -3,6 +3,7 @@ iteration on a table), checkpoint as it goes, and resume an interrupted search."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -49,8 +50,15 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
 
 
+def complete_checkpoints(out: Path) -> list[Path]:
+    """``iter_NNNNNN`` directories, oldest first; never an ``iter_NNNNNN.tmp`` a killed save left."""
+    if not (out / CHECKPOINTS).is_dir():
+        return []
+    return sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if re.fullmatch(r"iter_\d+", p.name))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / CHECKPOINTS).glob("iter_*")) if (out / CHECKPOINTS).is_dir() else []
+    ckpts = complete_checkpoints(out)
     return ckpts[-1] if ckpts else None
 
 
@@ -60,7 +68,7 @@ def save_checkpoint(algo, out: Path, iteration: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
     tmp.replace(path)  # a half-written checkpoint is never the latest
-    for old in sorted((out / CHECKPOINTS).glob("iter_*"))[:-KEEP_CHECKPOINTS]:
+    for old in complete_checkpoints(out)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 

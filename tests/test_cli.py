@@ -1,7 +1,9 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,6 +114,40 @@ def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monke
     resumed = resume_config(args)
     assert (resumed.ray_address, resumed.verbose) == ("ray://elsewhere:10001", True)
     assert resumed.budget == 4 and resumed.evaluator.table == str(table)
+
+
+def test_a_checkpoint_half_written_when_the_search_was_killed_is_never_resumed_from(ray_session, tmp_path):
+    """A kill during a save leaves ``iter_NNNNNN.tmp`` (seen in CI: the service's resubmitted job then
+    failed with "pickle data was truncated"); resume uses the newest complete checkpoint instead."""
+    from controller_policy.landscapes import nb201_landscape
+    from services.api.server import search_command
+    from services.search import latest_checkpoint, load_run_config, run_search
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(0)))
+    out = tmp_path / "out"
+    cfg = load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(table),
+                             "evaluator.reward_key": "valid", "budget": 16, "episodes_per_iteration": 4,
+                             "out": str(out)})
+    run_search(cfg, stop_after=2)
+    complete = out / "checkpoints" / "iter_000002"
+    assert latest_checkpoint(out) == complete
+    half = out / "checkpoints" / "iter_000003.tmp"
+    shutil.copytree(complete, half)
+    for pickle_file in half.rglob("*.pkl"):
+        pickle_file.write_bytes(pickle_file.read_bytes()[:10])
+    assert latest_checkpoint(out) == complete
+
+    assert search_command(SimpleNamespace(output_dir=str(out), attempt=2)) == ["search", "--resume", str(out)]
+    only_half = tmp_path / "only-half"  # killed during its first save: the service starts it anew
+    shutil.copytree(half, only_half / "checkpoints" / "iter_000001.tmp")
+    shutil.copy(out / "config.json", only_half)
+    assert search_command(SimpleNamespace(output_dir=str(only_half), attempt=2)) == ["search", "--config", "config.yaml"]
+    summary = run_search(load_run_config(out), resume=True)
+    assert summary["evaluated"] == 16
+    rows = [json.loads(line)["sample"] for line in (out / "trajectory.jsonl").read_text().splitlines()]
+    assert rows == list(range(16))
+
 
 
 def test_compare_rejects_an_unknown_algorithm_before_starting(tmp_path, table):

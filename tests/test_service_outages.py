@@ -21,6 +21,7 @@ from services.api.client import SearchClient
 from services.api.proto import raynas_pb2 as pb
 from services.api.server import ServiceConfig, start_service
 from services.jobs import RaynasJobs
+from services.search import latest_checkpoint
 from tests.ray_head import RayHead, free_port
 from tests.test_service import tabular, watch
 
@@ -64,8 +65,7 @@ def test_ray_head_killed_and_restarted_while_the_service_runs(table, tmp_path, c
                 spec = tabular(table, budget=240, yaml_overrides="episodes_per_iteration: 8\n")
                 long = c.call("SubmitSearch", pb.SubmitSearchRequest(spec=spec, name="survivor"))
                 deadline = time.time() + 120
-                while not (Path(long.output_dir) / "checkpoints").is_dir() or \
-                        not any((Path(long.output_dir) / "checkpoints").iterdir()):
+                while latest_checkpoint(Path(long.output_dir)) is None:  # a complete one, not iter_*.tmp
                     assert time.time() < deadline, "the search wrote no checkpoint"
                     time.sleep(0.2)
                 assert c.call("GetSearch", pb.GetSearchRequest(id=long.id)).state == pb.RUNNING
