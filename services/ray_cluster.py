@@ -68,23 +68,18 @@ def free_port(exclude: Collection[int] = ()) -> int:
             return port
 
 
-# `python -c THIS PARENT_PID CMD...`: SIGINT when the parent dies, even by SIGKILL (Linux's
-# PR_SET_PDEATHSIG survives exec), so a head is not left running without its owner.
-_EXEC_WITH_PARENT_DEATH_SIGINT = """
-import ctypes, os, signal, sys
-if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT) != 0:  # 1: PR_SET_PDEATHSIG
-    sys.exit("prctl(PR_SET_PDEATHSIG): " + os.strerror(ctypes.get_errno()))
-if os.getppid() != int(sys.argv[1]):  # the parent died before prctl
-    sys.exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
+#: runs `ray start --block` with default signal dispositions and stops it when told or when its owner dies
+HEAD_SUPERVISOR = Path(__file__).with_name("head_supervisor.py")
+#: seconds the head gets for its own clean shutdown (SIGINT: ~2.5 s here) before its group is killed
+HEAD_STOP_GRACE_S = 4.0
 
 
 class LocalRayHead:
     """``ray start --head --block`` in its own process group, temp dir and free ports, with the
-    dashboard (the Jobs API) on 127.0.0.1; jobs run ``python`` as this interpreter. On Linux the
-    head stops itself when the thread that started it exits (e.g. its process is killed), so start
-    it from a thread that lives as long as the head should.
+    dashboard (the Jobs API) on 127.0.0.1; jobs run ``python`` as this interpreter. It runs under
+    ``head_supervisor.py``: the head acts on stop signals whatever this process inherited (a script's
+    ``cmd &`` ignores SIGINT), and on Linux it stops itself when the thread that started it exits
+    (e.g. its process is killed), so start it from a thread that lives as long as the head should.
 
     ``ray.init`` cannot do this: it picks no free ports for the dashboard's agent, so beside another
     Ray instance on the machine its head has no agent to run jobs ("No available agent to submit job").
@@ -126,8 +121,7 @@ class LocalRayHead:
                 cmd += [flag, str(value)]
         for flag, port in ports.items():
             cmd += [flag, str(port)]
-        if sys.platform == "linux":
-            cmd = [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH_SIGINT, str(os.getpid()), *cmd]
+        cmd = [sys.executable, str(HEAD_SUPERVISOR), str(os.getpid()), str(HEAD_STOP_GRACE_S), *cmd]
         self.proc = subprocess.Popen(cmd, env=self._env(), stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
@@ -170,21 +164,12 @@ class LocalRayHead:
         """Stop the head and everything it started (its process group)."""
         if self.proc is None:
             return
-        # `ray start --block` shuts its processes down on SIGINT (Ctrl-C) in about 3 s; on SIGTERM to
-        # the group it lingers with its raylet and agent, so that is only the fallback, then SIGKILL.
-        for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            try:
-                if sig == signal.SIGINT:
-                    os.kill(self.proc.pid, sig)
-                else:
-                    os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        # The supervisor gives `ray start --block` its clean shutdown (SIGINT), then kills what is left.
+        try:
+            os.kill(self.proc.pid, signal.SIGINT)
+            self.proc.wait(HEAD_STOP_GRACE_S + 10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
         try:  # whatever the group left behind
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -281,6 +282,15 @@ def processes_with(text: str) -> dict[int, list[str]]:
     return found
 
 
+def head_temp_dir(dashboard_port: str) -> str:
+    """The temp dir of the `ray start` whose dashboard listens on ``dashboard_port`` (every process
+    of that head has it on its command line)."""
+    (head,) = [argv for argv in processes_with("--dashboard-port").values()
+               if argv[argv.index("--dashboard-port") + 1] == dashboard_port
+               and not any(arg.endswith("head_supervisor.py") for arg in argv)]
+    return head[head.index("--temp-dir") + 1]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="the head's parent-death signal is Linux's prctl")
 def test_serve_killed_with_sigkill_leaves_no_ray_head_behind(tmp_path):
     """kill -9 (or the OOM killer) gives `raynas serve` no chance to stop its head: the head stops itself."""
@@ -293,9 +303,7 @@ def test_serve_killed_with_sigkill_leaves_no_ray_head_behind(tmp_path):
         proc.stdout.readline()
         match = re.search(r"Jobs API at http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
         assert match
-        (head,) = [argv for argv in processes_with("--dashboard-port").values()
-                   if argv[argv.index("--dashboard-port") + 1] == match.group(1)]
-        temp_dir = head[head.index("--temp-dir") + 1]
+        temp_dir = head_temp_dir(match.group(1))
         assert len(processes_with(temp_dir)) >= 3  # `ray start`, the GCS, the raylet, ...
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -307,6 +315,81 @@ def test_serve_killed_with_sigkill_leaves_no_ray_head_behind(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _ignores(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` ignores ``sig`` (its SigIgn mask in /proc)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigIgn:"))
+    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+
+
+def _serve_from_a_script(tmp_path: Path, launch: str) -> tuple[subprocess.Popen, int, str]:
+    """`raynas serve` started by a non-interactive shell in the background, as an operator's script
+    does (``launch``: ``&`` or ``nohup … &``): it inherits SIGINT ignored. Returns the shell (the
+    group leader), serve's pid and its head's temp dir once the Jobs API answers."""
+    log = tmp_path / "serve.log"
+    serve = shlex.join([sys.executable, "-m", "services.cli", "serve", "--host", "127.0.0.1", "--port",
+                        str(free_port()), "--ray-address", "local", "--db", str(tmp_path / "s.db"),
+                        "--runs-dir", str(tmp_path / "runs")])
+    line = {"&": f"{serve} > {log} 2>&1 & echo $!", "nohup": f"nohup {serve} > {log} 2>&1 & echo $!"}[launch]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    shell = subprocess.Popen(["bash", "-c", line], env=env, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    pid = int(shell.stdout.readline())
+    deadline = time.time() + 120
+    while not (match := re.search(r"Jobs API at http://127\.0\.0\.1:(\d+)", log.read_text() if log.exists() else "")):
+        assert time.time() < deadline, log.read_text()
+        time.sleep(0.5)
+    return shell, pid, head_temp_dir(match.group(1))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads signal masks and processes in /proc")
+@pytest.mark.parametrize("launch", ["&", "nohup"])
+def test_serve_from_a_script_stopped_by_term_then_kill_leaves_no_ray_head(tmp_path, launch):
+    """A supervisor's stop (docker stop, systemd, Kubernetes): SIGTERM, then SIGKILL after a grace period."""
+    shell, pid, temp_dir = _serve_from_a_script(tmp_path, launch)
+    try:
+        # the script's `&` made SIGINT ignored; it used to reach `ray start` and make its clean stop a no-op
+        head_pids = list(processes_with(temp_dir))
+        assert len(head_pids) >= 3 and not any(_ignores(p, signal.SIGINT) for p in head_pids)
+        os.killpg(shell.pid, signal.SIGTERM)
+        time.sleep(3)
+        os.killpg(shell.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while processes_with(temp_dir):
+            assert time.time() < deadline, f"left running: {processes_with(temp_dir)}"
+            time.sleep(0.5)
+    finally:
+        for p in [pid, *processes_with(temp_dir)]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads signal masks and processes in /proc")
+def test_serve_from_a_script_stops_with_its_head_on_sigterm_in_seconds(tmp_path):
+    shell, pid, temp_dir = _serve_from_a_script(tmp_path, "&")
+    try:
+        started = time.time()
+        os.kill(pid, signal.SIGTERM)
+        while processes_with(temp_dir) or Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+            assert time.time() - started < 10, f"left running: {processes_with(temp_dir)}"  # it took 23 s
+            time.sleep(0.2)
+        assert "search service and its local Ray head stopped" in (tmp_path / "serve.log").read_text()
+    finally:
+        for p in [pid, *processes_with(temp_dir)]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("State:"))
+    except (OSError, StopIteration):
+        return "Z"
 
 
 def test_availability_backs_off_and_logs_once_per_outage(caplog):
