@@ -1,11 +1,15 @@
-"""PPO vs REINFORCE vs regularised evolution vs random search on generated NAS-Bench-201-shaped tables.
+"""PPO vs REINFORCE vs regularised evolution vs random search on NAS-Bench-201 tables.
 
-Each seed draws its own landscape (``controller_policy.landscapes.nb201_landscape``; seeds 0-99
-are the reporting landscapes, ``bench/tune_controllers.py`` tunes on 1000+) and seeds every
-algorithm. Every algorithm runs through the real harness (``raynas search`` with a table
-evaluator) with its shipped defaults, one run per (algorithm, seed, budget mode) at the largest
-budget; smaller budgets read the same run's prefix (sampling is sequential and seeded, so the
-prefix is what a shorter run would do). Two budget conventions:
+Every algorithm runs through the real harness (``raynas search`` with a table evaluator) with its
+shipped defaults, one run per (algorithm, seed, budget mode) at the largest budget; smaller budgets
+read the same run's prefix (sampling is sequential and seeded, so the prefix is what a shorter run
+would do). The real table (default: NAS-Bench-201's ImageNet16-120 table in
+``../shared/data/nb201-imagenet16``) is searched with seeds 0..N-1; ``bench/tune_controllers.py``
+tuned on seeds 1000+, so these runs were never tuned on. ``--landscapes N`` adds N generated
+NAS-Bench-201-shaped landscapes (seeds 0..N-1) as a second opinion. Reward = ``valid``; the figure
+is the ``test`` accuracy of the best-by-reward cell (what a user gets), mean ± std over seeds, and
+the rank of the best-by-reward cell's reward among the table's 15,625 (1 = optimum), median [min-max].
+Two budget conventions:
 
 - ``all``: every evaluation counts, repeats included;
 - ``unique``: a repeated architecture is answered from a cache and spends no budget.
@@ -25,74 +29,101 @@ import ray
 import torch
 
 from controller_policy.landscapes import nb201_landscape
-from landscape_search import best_curve, rank_of
+from landscape_search import rank_of, table_search, test_of_best_curve
 
 ALGOS = ["ppo", "reinforce", "rea", "random"]
 MODES = ["all", "unique"]
+IMAGENET16 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201-imagenet16" / "table.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 500])
-    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
-    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
-    parser.add_argument("--plot", default="bench/search_strategies.png")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def report(name: str, tables: list[tuple[Path, int]], args: argparse.Namespace, started: float) -> dict:
     budget = max(args.budgets)
+    tests = {(a, m): [] for a in args.algos for m in args.modes}  # per run: test of best at each budget
+    ranks = {(a, m): [] for a in args.algos for m in args.modes}
     curves = {(a, m): [] for a in args.algos for m in args.modes}
-    ranks = {(a, m): [] for a in args.algos for m in args.modes}  # per run: rank of the best found at each budget
-    work = Path(tempfile.mkdtemp(prefix="raynas-bench-"))
-    started = time.time()
-    for seed in range(args.seeds):
-        table = nb201_landscape(seed)
-        table_path = work / f"table{seed}.json"
-        table_path.write_text(json.dumps(table))
-        values = np.array([m["valid"] for m in table.values()])
-        optimum = values.max()
+    for table, seed in tables:
+        values = np.array([m["valid"] for m in json.loads(table.read_text()).values()])
         for mode in args.modes:
             for algo in args.algos:
-                best = best_curve(algo, table_path, budget, seed, budget_mode=mode)
-                curves[algo, mode].append(best / optimum)  # 1.0 is the landscape's optimum
+                rows = [r for r in table_search(algo, table, budget, seed, budget_mode=mode) if not r.get("cached")]
+                best = np.maximum.accumulate([r["reward"] for r in rows])
+                test = test_of_best_curve(rows)
+                tests[algo, mode].append([test[b - 1] for b in args.budgets])
                 ranks[algo, mode].append([rank_of(values, best[b - 1]) for b in args.budgets])
-                print(f"  seed {seed} {mode:<6} {algo:<10} best@{budget} {best[-1]:.3f} (optimum {optimum:.3f})  "
+                curves[algo, mode].append(test)
+                print(f"  {name} seed {seed} {mode:<6} {algo:<10} test of best @{budget} {test[-1]:.2f}  "
                       f"[{time.time() - started:.0f}s]", flush=True)
     for mode in args.modes:
-        print(f"\nbudget mode '{mode}': best reward found / landscape optimum, mean ± std over {args.seeds} "
-              f"landscapes (nb201-shaped, seeds 0-{args.seeds - 1})")
+        print(f"\n{name}, budget mode '{mode}': test accuracy of the best-by-valid cell, mean ± std over "
+              f"{len(tables)} seeds")
         print(f"{'algorithm':<12}" + "".join(f"{'@' + str(b):>18}" for b in args.budgets))
         for algo in args.algos:
-            c = np.stack(curves[algo, mode])
-            print(f"{algo:<12}" + "".join(f"{c[:, b - 1].mean():>10.4f} ± {c[:, b - 1].std():.4f}" for b in args.budgets))
-        print("rank of the best architecture found among the 15,625 (1 = optimum), median [min-max] over landscapes")
+            t = np.array(tests[algo, mode])
+            print(f"{algo:<12}" + "".join(f"{t[:, i].mean():>10.2f} ± {t[:, i].std():.2f}"
+                                          for i in range(len(args.budgets))))
+        print("rank of the best-by-valid cell's valid among the 15,625 (1 = optimum), median [min-max] over seeds")
         print(f"{'algorithm':<12}" + "".join(f"{'@' + str(b):>18}" for b in args.budgets))
         for algo in args.algos:
             r = np.array(ranks[algo, mode])
             print(f"{algo:<12}" + "".join(f"{np.median(r[:, i]):>10.0f} [{r[:, i].min()}-{r[:, i].max()}]"
                                           for i in range(len(args.budgets))))
+    return curves
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default=str(IMAGENET16), help="a real table ('' for none)")
+    parser.add_argument("--seeds", type=int, default=10, help="search seeds on the real table")
+    parser.add_argument("--landscapes", type=int, default=0, help="generated landscapes, a second opinion")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 500])
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
+    parser.add_argument("--modes", nargs="+", default=["all"], choices=MODES)
+    parser.add_argument("--plot", default=None, help="a PNG of the test-of-best curves")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = time.time()
+    curves = {}
+    if args.table:
+        if not Path(args.table).is_file():
+            parser.error(f"--table {args.table}: no such file")
+        curves[Path(args.table).parent.name] = report(
+            Path(args.table).parent.name, [(Path(args.table), s) for s in range(args.seeds)], args, started)
+    if args.landscapes:
+        work = Path(tempfile.mkdtemp(prefix="raynas-bench-"))
+        tables = []
+        for seed in range(args.landscapes):
+            path = work / f"table{seed}.json"
+            path.write_text(json.dumps(nb201_landscape(seed)))
+            tables.append((path, seed))
+        curves["generated landscapes"] = report("generated landscapes", tables, args, started)
+    if args.plot:
+        plot(curves, args)
+    ray.shutdown()
+
+
+def plot(curves: dict, args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(args.modes), figsize=(6.5 * len(args.modes), 4.5), squeeze=False)
-    x = np.arange(1, budget + 1)
-    for ax, mode in zip(axes[0], args.modes):
+    panels = [(name, mode) for name in curves for mode in args.modes]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    x = np.arange(1, max(args.budgets) + 1)
+    for ax, (name, mode) in zip(axes[0], panels):
         for algo in args.algos:
-            c = np.stack(curves[algo, mode])
+            c = np.stack(curves[name][algo, mode])
             ax.plot(x, c.mean(0), label=algo)
             ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("architectures evaluated" + (" (repeats free)" if mode == "unique" else ""))
-        ax.set_ylabel("best reward / optimum")
-        ax.set_title(f"budget mode '{mode}', {args.seeds} landscapes (mean ± std)")
+        ax.set_ylabel("test accuracy of the best-by-valid cell (%)")
+        ax.set_title(f"{name}, budget mode '{mode}' (band: ± std over seeds)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
-    ray.shutdown()
 
 
 if __name__ == "__main__":

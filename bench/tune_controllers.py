@@ -1,18 +1,29 @@
-"""Equal tuning budgets for every search algorithm, done with Ray Tune.
+"""Equal tuning budgets for every search algorithm, done with Ray Tune, on a real benchmark table.
 
 PPO, REINFORCE and REA each get the same number of Tune trials, drawn by the same search
 algorithm (Tune's random search over each algorithm's own space, below) with the same budget per
-trial: one search of ``--budget`` evaluations on each of the tuning landscapes. A trial's score is
-the mean, over those landscapes and over the budgets 100 and 200 (the ones the comparison is
-judged at), of -log10(rank of the best architecture found among the landscape's 15,625): 0 is the
-optimum, -1 the 10th best, -2 the 100th. (Best reward / optimum saturates near 0.99 for every
-algorithm, random search included, so it cannot tell settings apart.) The tuning landscapes
-(seeds 1000+) are disjoint from the ones ``bench/search_strategies.py`` reports (seeds 0-99).
-Random search has nothing to tune.
+trial. A trial runs one search of ``--budget`` evaluations (every evaluation counted, repeats
+included) per tuning seed on the tuning table (default: NAS-Bench-201's ImageNet16-120 table in
+``../shared/data/nb201-imagenet16``), and on each of ``--landscapes`` generated NAS-Bench-201-shaped
+landscapes (seeds 1000+) as a second opinion. Its score is the mean over those searches and over
+the budgets 100 and 200 of -log10(rank of the best architecture found among the table's 15,625,
+by the reward): 0 is the optimum, -1 the 10th best, -2 the 100th. Tuning seeds (1000+) are
+disjoint from the seeds ``bench/search_strategies.py`` reports (0-9). Random search has nothing to tune.
 
-    python bench/tune_controllers.py [--trials 16] [--landscapes 4] [--budget 200]
+A setting must also keep its controller alive: every learning trial runs one more search on a noisy
+landscape (noise 2x the reward spread, like a supernet's one-minibatch reward; tanh constant 2.5, as
+the weight-sharing presets; 40 updates) and is disqualified when its policy froze there (half of
+the squashed logits at exactly ±1, or no probe log-probability moved over the last 3 updates).
 
-Prints each algorithm's best setting with its score; the shipped defaults come from that table.
+    python bench/tune_controllers.py [--trials 16] [--seeds 3] [--landscapes 1] [--budget 200]
+
+``--noisy``: the weight-sharing case. Every search sees the table through noise of 2x its reward
+spread with tanh 2.5 (what a supernet's one-minibatch rewards and the presets give a controller),
+and a trial is scored by what the final policy proposes, since that is what the derivation
+samples: the mean -log10(true rank) of the architectures sampled in the last 20% of the budget
+(default budget 400, about the nb201-ws-cpu preset's controller phase).
+
+Prints every trial and each algorithm's best qualified setting; the shipped defaults come from that table.
 """
 from __future__ import annotations
 
@@ -26,21 +37,27 @@ import numpy as np
 import ray
 from ray import tune
 
+from controller_policy.health import FROZEN_CHANGE, FROZEN_UPDATES
 from controller_policy.landscapes import nb201_landscape
-from landscape_search import best_curve, rank_of
+from landscape_search import rank_of, table_search, test_of_best_curve
 
-TUNING_SEEDS = 1000  # landscapes 1000, 1001, ...: never reported by bench/search_strategies.py
+TUNING_SEEDS = 1000  # search seeds and landscapes 1000, 1001, ...: never reported by bench/search_strategies.py
 SCORED_BUDGETS = (100, 200)
+IMAGENET16 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201-imagenet16" / "table.json"
+NOISY = {"evaluator.noise": 2.0, "controller.tanh_constant": 2.5}
+NOISY_UPDATES = 40
 
 SPACES = {
     # num_epochs x minibatches <= 8 gradient passes per iteration: the controller's time budget at
     # paper scale (bench/controller_throughput.py: <= 10 ms per macro-12 architecture)
-    "ppo": {"lr": tune.loguniform(1e-3, 3e-2), "entropy_coeff": tune.loguniform(1e-3, 1e-1),
+    "ppo": {"lr": tune.loguniform(1e-4, 3e-2), "entropy_coeff": tune.loguniform(1e-3, 1e-1),
             "clip_param": tune.choice([0.1, 0.2, 0.3]),
             "passes": tune.choice([(2, 1), (2, 2), (2, 4), (4, 1), (4, 2), (8, 1)]),
+            "grad_clip": tune.choice([None, 1.0, 5.0]),
             "episodes_per_iteration": tune.choice([4, 8, 16])},
-    "reinforce": {"lr": tune.loguniform(1e-3, 1e-1), "entropy_coeff": tune.loguniform(1e-4, 1e-1),
+    "reinforce": {"lr": tune.loguniform(1e-4, 1e-1), "entropy_coeff": tune.loguniform(1e-4, 1e-1),
                   "baseline_decay": tune.choice([0.8, 0.9, 0.95, 0.99]),
+                  "grad_clip": tune.choice([None, 1.0, 5.0]),
                   "episodes_per_iteration": tune.choice([4, 8, 16])},
     "rea": {"population_size": tune.choice([5, 10, 20, 50]),
             "tournament_size": tune.sample_from(lambda spec: int(np.random.choice(
@@ -49,65 +66,112 @@ SPACES = {
 }
 
 
+def algorithm_setting(setting: dict) -> dict:
+    setting = {k: v for k, v in setting.items() if v is not None}
+    if "passes" in setting:  # PPO: (num_epochs, minibatches)
+        setting["num_epochs"], setting["minibatches"] = setting.pop("passes")
+    return setting
+
+
+def frozen_on_noise(algo: str, table: str, setting: dict) -> dict:
+    """The policy's health after NOISY_UPDATES updates on a noisy landscape."""
+    results: list[dict] = []
+    episodes = setting.get("episodes_per_iteration") or {"ppo": 8, "reinforce": 4}[algo]
+    table_search(algo, table, NOISY_UPDATES * episodes, TUNING_SEEDS, setting=setting, overrides=NOISY,
+                 on_result=lambda _algo, result: results.append(result["search"]))
+    changes = [r["policy_change"] for r in results[-FROZEN_UPDATES:]]
+    exact = results[-1]["policy_exactly_saturated"]
+    return {"exactly_saturated": exact, "last_change": min(changes),
+            "frozen": bool(exact >= 0.5 or max(changes) < FROZEN_CHANGE)}
+
+
 def trial(config: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    setting = dict(config["setting"])
-    if "passes" in setting:  # PPO: (num_epochs, minibatches)
-        setting["num_epochs"], setting["minibatches"] = setting.pop("passes")
-    scores = []
-    for i, table in enumerate(config["landscapes"]):
-        best = best_curve(config["algo"], table, config["budget"], seed=i, setting=setting)
-        values = np.array([m["valid"] for m in json.loads(Path(table).read_text()).values()])
+    algo, setting = config["algo"], algorithm_setting(config["setting"])
+    scores, tests = [], []
+    for table, seed in config["searches"]:
+        rows = table_search(algo, table, config["budget"], seed, setting=setting,
+                            overrides=NOISY if config["noisy"] else None)
+        values = np.sort([m["valid"] for m in json.loads(Path(table).read_text()).values()])
+        if config["noisy"]:  # the final policy's proposals, judged by the table's true values
+            late = rows[-max(1, len(rows) // 5):]
+            scores.append(float(np.mean([-np.log10(rank_of(values, r["metrics"]["valid"])) for r in late])))
+            tests.append(float(np.mean([r["metrics"]["test"] for r in late])))
+            continue
+        best = np.maximum.accumulate([r["reward"] for r in rows])
         scores += [-np.log10(rank_of(values, best[b - 1])) for b in SCORED_BUDGETS if b <= len(best)]
-    tune.report({"score": float(np.mean(scores))})
-
+        if table == config["searches"][0][0]:
+            test = test_of_best_curve(rows)
+            tests += [test[b - 1] for b in SCORED_BUDGETS if b <= len(test)]
+    health = frozen_on_noise(algo, config["noisy_table"], setting) if algo != "rea" else {"frozen": False}
+    tune.report({"score": float(np.mean(scores)), "test_of_best": float(np.mean(tests)), **health})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16, help="Tune trials per algorithm (the same for all)")
-    parser.add_argument("--landscapes", type=int, default=4)
-    parser.add_argument("--budget", type=int, default=max(SCORED_BUDGETS))
+    parser.add_argument("--table", default=str(IMAGENET16), help="the real tuning table")
+    parser.add_argument("--seeds", type=int, default=3, help="search seeds on the tuning table")
+    parser.add_argument("--landscapes", type=int, default=1, help="generated landscapes, a second opinion")
+    parser.add_argument("--budget", type=int, default=None, help="default: 200, or 400 with --noisy")
+    parser.add_argument("--noisy", action="store_true", help="tune for the weight-sharing case (see above)")
     parser.add_argument("--algos", nargs="+", default=list(SPACES), choices=list(SPACES))
-    parser.add_argument("--out", default=None, help="where to write the winners as JSON")
+    parser.add_argument("--out", default=None, help="where to write every trial and the winners as JSON")
     args = parser.parse_args()
+    args.budget = args.budget or (400 if args.noisy else max(SCORED_BUDGETS))
+    if not Path(args.table).is_file():
+        parser.error(f"--table {args.table}: no such file")
     # Trials import landscape_search.py from this folder.
     bench = str(Path(__file__).resolve().parent)
     pythonpath = os.pathsep.join(p for p in (bench, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     work = Path(tempfile.mkdtemp(prefix="raynas-tune-"))
-    landscapes = []
+    searches = [(str(Path(args.table).resolve()), TUNING_SEEDS + i) for i in range(args.seeds)]
     for seed in range(TUNING_SEEDS, TUNING_SEEDS + args.landscapes):
-        table = nb201_landscape(seed)
         path = work / f"landscape{seed}.json"
-        path.write_text(json.dumps(table))
-        landscapes.append(str(path))
-    winners = {}
-    print(f"{args.trials} Tune trials per algorithm (random search), {args.landscapes} tuning landscapes "
-          f"(seeds {TUNING_SEEDS}-{TUNING_SEEDS + args.landscapes - 1}), budget {args.budget} per search; "
-          f"score = mean -log10(rank of the best found) at {', '.join(map(str, SCORED_BUDGETS))} evaluations")
+        path.write_text(json.dumps(nb201_landscape(seed)))
+        searches.append((str(path), seed))
+    noisy_table = work / f"landscape{TUNING_SEEDS}-noisy.json"
+    noisy_table.write_text(json.dumps(nb201_landscape(TUNING_SEEDS)))
+    score = ("mean -log10(true rank) of the last 20% of the proposals, on tables seen through noise 2x their "
+             "spread, tanh 2.5" if args.noisy else
+             f"mean -log10(rank of the best found) at {', '.join(map(str, SCORED_BUDGETS))} evaluations")
+    print(f"{args.trials} Tune trials per algorithm (random search); each: {args.seeds} searches on {args.table} "
+          f"and {args.landscapes} on generated landscapes, budget {args.budget}; score = {score}; a policy that "
+          "freezes on a noisy landscape disqualifies its setting", flush=True)
+    everything = {}
     for algo in args.algos:
         tuner = tune.Tuner(
             tune.with_resources(trial, {"cpu": 1}),
-            param_space={"algo": algo, "setting": SPACES[algo], "landscapes": landscapes, "budget": args.budget},
-            tune_config=tune.TuneConfig(num_samples=args.trials, metric="score", mode="max"),
+            param_space={"algo": algo, "setting": SPACES[algo], "searches": searches, "budget": args.budget,
+                         "noisy_table": str(noisy_table), "noisy": args.noisy},
+            tune_config=tune.TuneConfig(num_samples=args.trials),
             run_config=tune.RunConfig(storage_path=str(work / "tune"), name=algo, verbose=0),
         )
         grid = tuner.fit()
         if grid.errors:
             raise RuntimeError(f"{algo}: {len(grid.errors)} trials failed; first: {grid.errors[0]}")
-        scores = sorted((r.metrics["score"] for r in grid), reverse=True)
-        best = grid.get_best_result()
-        winners[algo] = {"setting": best.config["setting"], "score": best.metrics["score"],
-                         "median_trial_score": float(np.median(scores))}
-        print(f"{algo:<10} best {best.metrics['score']:.4f} (median trial {np.median(scores):.4f})  "
-              f"{json.dumps(best.config['setting'])}", flush=True)
+        rows = sorted(({"setting": algorithm_setting(r.config["setting"]), **r.metrics} for r in grid),
+                      key=lambda r: -r["score"])
+        for r in rows:
+            health = (f"  frozen {r['frozen']!s:<5} exact±1 {r['exactly_saturated']:.2f}"
+                      if "exactly_saturated" in r else "")
+            print(f"{algo:<10} score {r['score']:.4f}  test {r['test_of_best']:.2f}{health}  "
+                  f"{json.dumps(r['setting'])}", flush=True)
+        qualified = [r for r in rows if not r["frozen"]]
+        best = qualified[0] if qualified else None
+        print(f"{algo:<10} BEST {best['score'] if best else float('nan'):.4f} (median trial "
+              f"{np.median([r['score'] for r in rows]):.4f}; {len(rows) - len(qualified)} disqualified)  "
+              f"{json.dumps(best['setting']) if best else 'none qualified'}", flush=True)
+        everything[algo] = {"best": best and {k: best[k] for k in ("setting", "score", "test_of_best")},
+                            "trials": [{k: r.get(k) for k in ("setting", "score", "test_of_best", "frozen",
+                                                               "exactly_saturated")} for r in rows]}
     if args.out:
-        Path(args.out).write_text(json.dumps(winners, indent=2) + "\n")
-        print(f"winners: {args.out}")
+        Path(args.out).write_text(json.dumps(everything, indent=2, default=str) + "\n")
+        print(f"trials and winners: {args.out}")
     ray.shutdown()
 
 

@@ -68,6 +68,7 @@ class ControllerOutput:
     hidden: Tensor  # [B, T, hidden_size]: the LSTM output each decision was read from
     skip_steps: Tensor  # decision indices of skip bits
     skip_target: float
+    pre_tanh: Tensor  # [B, T, max_choices]: raw scores / temperature, what the squash's tanh reads
 
     @cached_property
     def _log_p(self) -> Tensor:
@@ -298,8 +299,9 @@ class ENASController(nn.Module):
         """The squashed, masked logits from the raw ones [B, T, K], for sampled and given
         architectures alike (``ControllerOutput`` derives the rest)."""
         logits = self._squash(raw).masked_fill(~self.masks, -math.inf)
+        pre_tanh = raw / self.config.temperature if self.config.temperature is not None else raw
         return ControllerOutput(actions=actions, logits=logits, hidden=hidden, skip_steps=self.skip_steps,
-                                skip_target=self.config.skip_target)
+                                skip_target=self.config.skip_target, pre_tanh=pre_tanh)
 
 
 _CELL, _ANCHOR = "cell", "anchor"  # plan segments that make anchors and take no decision

@@ -46,6 +46,9 @@ class EvaluatorSection:
     type: str = "supernet"  # weight sharing; "table": look rewards up in a JSON benchmark table
     table: str | None = None  # JSON file: {"<canonical arch>": number | {"metric": number}}
     reward_key: str | None = None
+    # Gaussian noise on every table reward, in units of the table's reward spread (std over its
+    # entries): 2 is about a supernet's one-minibatch reward (bench/ranking.py); 0: the table as it is
+    noise: float = 0.0
 
 
 @dataclass
@@ -58,6 +61,7 @@ class PPOSection:
     num_epochs: int | None = None
     minibatches: int | None = None
     vf_loss_coeff: float | None = None
+    grad_clip: float | None = None  # clip the gradient's global norm (RLlib's grad_clip); null: the default
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ReinforceSection:
     entropy_coeff: float | None = None
     baseline_decay: float | None = None
     baseline_init: float | None = None
+    grad_clip: float | None = None  # clip the gradient's global norm (RLlib's grad_clip); null: the default
 
 
 @dataclass
@@ -174,12 +179,17 @@ class SearchConfig:
             raise ConfigError(f"evaluator.type: unknown evaluator {self.evaluator.type!r} (choose {', '.join(EVALUATORS)})")
         if self.evaluator.type == "table" and not self.evaluator.table:
             raise ConfigError("evaluator.table: a table file is required with evaluator.type 'table' (--table FILE)")
+        if not self.evaluator.noise >= 0 or self.evaluator.noise == float("inf"):
+            raise ConfigError(f"evaluator.noise must be a finite number >= 0, got {self.evaluator.noise}")
+        if self.evaluator.noise and self.uses_supernet:
+            raise ConfigError("evaluator.noise applies to a table; a supernet's rewards are noisy by themselves")
         try:
             check_reward_scale(self.reward_scale)
             check_budget_mode(self.budget_mode, weight_sharing=self.uses_supernet)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",)),
+        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches", "grad_clip")),
+                              ("reinforce", ("lr", "grad_clip")),
                               ("rea", ("population_size", "tournament_size"))):
             for key in keys:
                 value = getattr(getattr(self, section), key)

@@ -38,7 +38,8 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         algo.weight_sharing = weight_sharing_settings(cfg.weight_sharing, spec)
     else:
         algo = ALGORITHMS[cfg.algo]()
-        evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key}
+        evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key,
+                     "noise": cfg.evaluator.noise}
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
                 # unset: the algorithm's own (tuned) default

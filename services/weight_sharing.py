@@ -23,7 +23,6 @@ import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-from controller_policy import ControllerConfig, ENASController
 from controller_policy.algorithms import CONTROLLER_PHASES, SEARCH, PPOSearch, RandomSearch, RegularizedEvolution, Reinforce
 from controller_policy.evaluators import Evaluation
 from supernet_worker.pool import SupernetPool
@@ -31,9 +30,14 @@ from supernet_worker.worker import WorkerSpec, data_parallel_plan
 
 SUPERNET = "supernet"
 METRICS_COLUMNS = ["epoch", "shared_loss", "shared_accuracy", "controller_reward_mean", "controller_entropy",
+                   # the policy's health after the epoch's last update (controller_policy/health.py)
+                   "controller_saturated", "controller_exactly_saturated", "controller_max_pre_tanh",
+                   "controller_policy_change",
                    "best_reward", "archs_sampled", "lr", "wall_time",
                    # seconds of the epoch in each phase; derive_s only on the last epoch's row
                    "supernet_s", "sampling_s", "evaluation_s", "update_s", "derive_s"]
+HEALTH_COLUMNS = {"controller_saturated": "policy_saturated", "controller_exactly_saturated": "policy_exactly_saturated",
+                  "controller_max_pre_tanh": "policy_max_pre_tanh", "controller_policy_change": "policy_change"}
 # Each phase reports its progress about this often: the supernet phase trains in this many calls
 # (a round trip each, nothing next to a phase's minutes) and the derivation scores in as many chunks.
 PHASE_UPDATES = 20
@@ -133,21 +137,13 @@ class WeightSharingMixin:
     def uniform_policy(self) -> bool:
         return bool(self.config.uniform_policy)
 
-    def controller_weights(self) -> dict[str, torch.Tensor]:
-        weights = self.learner_group.get_weights()["default_policy"]
-        return {k[len("controller."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("controller.")}
-
-    def controller(self) -> ENASController:
-        c = ENASController(self.space, ControllerConfig(**self.config.controller_config))
-        c.load_state_dict(self.controller_weights())
-        return c
-
     # -- outputs ---------------------------------------------------------------------------
     def end_epoch(self, shared: dict[str, float], rows: list[dict[str, Any]]) -> None:
         rewards = [r["reward"] for r in rows]
         row = {"epoch": self.epoch, "shared_loss": shared["loss"], "shared_accuracy": shared["accuracy"],
                "controller_reward_mean": float(np.mean(rewards)) if rewards else float("nan"),
                "controller_entropy": float(np.mean(self.epoch_entropies)) if self.epoch_entropies else float("nan"),
+               **self.epoch_policy_health(bool(rows)),
                "best_reward": self.recorder.best["reward"] if self.recorder.best else float("nan"),
                "archs_sampled": self.recorder.count,
                "lr": shared["lr"], "wall_time": time.time() - self.started,
@@ -173,6 +169,11 @@ class WeightSharingMixin:
                 self.tensorboard().add_scalar(f"raynas/{key}", value, self.epoch)
         self.tensorboard().flush()
         write_report_png(path, self.out_dir / "report.png")
+
+    def epoch_policy_health(self, updated: bool) -> dict[str, float]:
+        """metrics.csv's health columns: the last update's, NaN in an epoch without one."""
+        health = self.policy_monitor.last.as_metrics() if updated and self.policy_monitor else {}
+        return {column: health.get(key, float("nan")) for column, key in HEALTH_COLUMNS.items()}
 
     def tensorboard(self):
         if self._tb is None:

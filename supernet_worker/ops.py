@@ -1,8 +1,20 @@
 """Candidate operations shared by the supernets (ReLU-Conv-BN ordering, as ENAS and NAS-Bench-201)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
+
+from controller_policy.spaces import EDGE_OP, OP, SearchSpace
+
+#: candidate ops without weights, in every space: a child made only of these learns nothing
+PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "identity", "avg_pool_3x3", "max_pool_3x3"})
+
+
+def parameter_free(space: SearchSpace, arch: Sequence[int]) -> bool:
+    """Whether every op the architecture chooses is parameter-free (a young supernet's favourite)."""
+    return all(space.ops[a] in PARAMETER_FREE_OPS for d, a in zip(space.decisions, arch) if d.kind in (OP, EDGE_OP))
 
 
 def batch_norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:

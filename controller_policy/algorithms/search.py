@@ -21,9 +21,11 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_MODULE_STEPS_TRAINED_LIFETIME, SYNCH_WORKER_WEIGHTS_TIMER, TIMERS,
 )
 
+from ..controller import ControllerConfig, ENASController
 from ..env import ArchitectureEnv
 from ..env_runner import ArchitectureEnvRunner
 from ..evaluators import Evaluation, Evaluator, TableEvaluator
+from ..health import PolicyMonitor
 from ..logs import quiet_ray_logs
 from ..rl_module import ControllerRLModule, controller_model_config
 from ..spaces import SearchSpace, build_space
@@ -126,12 +128,12 @@ def check_reward_scale(value: Any) -> None:
         raise ValueError(f"reward_scale must be 'running' or a positive number, got {value!r}")
 
 
-def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None) -> Evaluator | None:
+def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None, seed: int = 0) -> Evaluator | None:
     if spec is None:
         return None
     kind = spec.get("type")
     if kind == "table":
-        return TableEvaluator(space, spec["path"], spec.get("reward_key"))
+        return TableEvaluator(space, spec["path"], spec.get("reward_key"), spec.get("noise", 0.0), seed)
     raise ValueError(f"unknown evaluator type {kind!r}; available here: 'table'")
 
 
@@ -151,13 +153,19 @@ class SearchAlgorithmMixin:
     def setup(self, config) -> None:
         super().setup(config)
         self.space = build_space(self.config.space_name, **self.config.space_params)
-        self.evaluator = build_evaluator(self.space, self.config.evaluator_config)
+        self.evaluator = build_evaluator(self.space, self.config.evaluator_config, seed=self.config.seed or 0)
         self.max_abs_reward = 0.0  # over the rewards observed so far (reward_scale: running)
         self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)  # of the current iteration (epoch)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "budget_mode": self.config.budget_mode, "space": self.space.name}
         self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta,
                                            keep_answers=self.config.budget_mode == "unique")
+        # A controller that learns reports its policy's health after every update (health.py).
+        self.policy_monitor = None
+        if self.learns:
+            initial = self.controller()
+            self.policy_monitor = PolicyMonitor(initial, seed=self.config.seed or 0)
+            self.policy_monitor.measure(initial)  # the first update's change is measured against this
 
     def scaled_rewards(self, evaluations: list[Evaluation]) -> list[float]:
         """The rewards the learner sees (``reward_scale``; ``running`` sees only observed rewards)."""
@@ -238,12 +246,34 @@ class SearchAlgorithmMixin:
         for ep, reward in zip(episodes, self.scaled_rewards(evaluations)):
             ep.set_rewards(new_data=np.asarray(reward, np.float32), at_indices=-1)
         self._update_controller(episodes)
+        self._check_policy()
+
+    # -- the controller's weights and health ---------------------------------------------------
+    def controller_weights(self) -> dict[str, torch.Tensor]:
+        weights = self.learner_group.get_weights()["default_policy"]
+        return {k[len("controller."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("controller.")}
+
+    def controller(self) -> ENASController:
+        """A copy of the learners' current controller."""
+        c = ENASController(self.space, ControllerConfig(**self.config.controller_config))
+        c.load_state_dict(self.controller_weights())
+        return c
+
+    def _check_policy(self) -> None:
+        health = self.policy_monitor.measure(self.controller())
+        for key, value in health.as_metrics().items():
+            self.metrics.log_value((SEARCH, key), value, window=1)
+        warning = self.policy_monitor.warning()
+        if warning:
+            print(warning, flush=True)
 
     # Checkpoints carry the recorder and this process's RNGs (the local EnvRunner samples with
     # torch's global generator), so a resumed search samples what the uninterrupted one would.
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)
         state[SEARCH] = {"recorder": self.recorder.state(), "max_abs_reward": self.max_abs_reward,
+                         "evaluator_rng": self.evaluator.rng.bit_generator.state
+                         if isinstance(self.evaluator, TableEvaluator) else None,
                          "torch_rng": torch.get_rng_state(),
                          "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
         return state
@@ -253,6 +283,8 @@ class SearchAlgorithmMixin:
         if SEARCH in state:
             self.recorder.restore(state[SEARCH]["recorder"])
             self.max_abs_reward = state[SEARCH].get("max_abs_reward", 0.0)
+            if state[SEARCH].get("evaluator_rng") is not None:
+                self.evaluator.rng.bit_generator.state = state[SEARCH]["evaluator_rng"]
             torch.set_rng_state(state[SEARCH]["torch_rng"])
             np.random.set_state(state[SEARCH]["numpy_rng"])
             random.setstate(state[SEARCH]["python_rng"])

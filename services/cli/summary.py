@@ -2,7 +2,9 @@
 where the files are, the picture, and the exact next command."""
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
                   "accuracy",
                   f"       (the search's best reward: {best['reward']:.4f}, on "
                   f"{cfg.weight_sharing.scoring.reward_batches} validation minibatch(es) per child)"]
+        lines += controller_lines(cfg, derived["arch"])
         picture = _draw(out / "best_arch.json")
         lines.append(f"files  {out}/: best_arch.json{picture}, top_archs.json, metrics.csv, trajectory.jsonl, "
                      "report.png, tensorboard/")
@@ -66,6 +69,31 @@ def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
                   f"files  {out}/: summary.json, trajectory.jsonl, config.json",
                   "next   " + compare_command(cfg) + "   # all four algorithms, three seeds each"]
     return ["[raynas] " + line for line in lines]
+
+
+def controller_lines(cfg: Any, arch: str) -> list[str]:
+    """The controller's final state (metrics.csv's last epoch) and what deserves a warning."""
+    from controller_policy import build_space
+    from controller_policy.health import FROZEN_CHANGE, SATURATION
+    from supernet_worker.ops import parameter_free
+
+    lines = []
+    with (Path(cfg.out) / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    saturated = float(last.get("controller_saturated") or "nan")
+    if math.isfinite(saturated):
+        exact, change = float(last["controller_exactly_saturated"]), float(last["controller_policy_change"])
+        lines.append(f"policy final entropy {float(last['controller_entropy']):.2f}; {saturated:.0%} of its squashed "
+                     f"logits at |tanh| > {SATURATION}, {exact:.0%} at exactly ±1; last update moved it by "
+                     f"{change:.2g} (max |Δ log π|)")
+        if exact >= 0.5 or change < FROZEN_CHANGE:
+            lines.append("WARNING the controller's policy froze: the derivation sampled a fixed policy, not a "
+                         "learned one (lower the algorithm's lr; see metrics.csv's controller_* columns)")
+    space = build_space(cfg.space.name, **cfg.space.params)
+    if parameter_free(space, space.from_string(arch)):
+        lines.append("WARNING the derived architecture is parameter-free (only skip, pooling or none ops): a young "
+                     "supernet scores such children best; more warm-up epochs (weight_sharing.warmup_epochs) help")
+    return lines
 
 
 def _draw(arch_file: Path) -> str:
