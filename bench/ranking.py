@@ -16,6 +16,16 @@
     python bench/ranking.py --data-dir ../shared/data/cifar10 [--space nb201] [--epochs 15] [--children 16]
 
 Sized for a 2-core CPU (about 30 minutes with the defaults, 8 with the stand-alone results cached).
+
+With ``--ground-truth FILE`` (NAS-Bench-201's stand-alone accuracies of cells, e.g.
+``../shared/data/nb201-sample/cifar10_1000.json``) step 3 is replaced by the benchmark's 200-epoch
+accuracies (``--truth-key``, default test): ``--children`` cells are drawn from the file (all of
+them by default), and step 1-2 run once per ``--seeds`` supernet seed. Printed per scoring option:
+Kendall tau, Spearman rho and the precision at the top 10% (the share of the supernet's top 10%
+that is in the truth's top 10%), mean ± std over seeds and draws. The file is only measured
+against, never searched with.
+
+    python bench/ranking.py --data-dir ../shared/data/cifar10 --ground-truth ../shared/data/nb201-sample/cifar10_1000.json --seeds 3 --children 200
 """
 from __future__ import annotations
 
@@ -54,41 +64,19 @@ VARIANTS = [
 ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help="CIFAR-10 (arrays or torchvision); default: generated")
-    parser.add_argument("--space", default="nb201", choices=["nb201", "enas_macro", "enas_micro"])
-    parser.add_argument("--epochs", type=int, default=15, help="supernet epochs (uniform sampling)")
-    parser.add_argument("--children", type=int, default=16)
-    parser.add_argument("--child-epochs", type=int, default=2)
-    parser.add_argument("--train-size", type=int, default=5000)
-    parser.add_argument("--valid-size", type=int, default=1000)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=10, help="draws of reward minibatches per scoring option")
-    parser.add_argument("--cache", default="runs/ranking/standalone.json", help="stand-alone results per setting")
-    args = parser.parse_args()
-    params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
-    space = build_space(args.space, **params)
-    data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
-                       batch_size=64, eval_batch_size=100)
-            if args.data_dir else DataConfig(source="synthetic", synthetic_train=args.train_size + args.valid_size,
-                                             synthetic_test=1000, train_size=args.train_size,
-                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=100))
+def train_and_score(args, space, params, data, seed: int, children: list[list[int]],
+                    started: float) -> dict[str, list[list[float]]]:
+    """Steps 1-2: a supernet trained on uniform children (``seed``), then every scoring option."""
     net = SupernetConfig(channels=args.channels, num_cells=1)
     optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # Ray Train needs the dashboard
-    started = time.time()
-
-    spec = WorkerSpec(space=args.space, space_params=params, supernet=net, data=data, optim=optim, seed=args.seed,
+    spec = WorkerSpec(space=args.space, space_params=params, supernet=net, data=data, optim=optim, seed=seed,
                       threads=2)
     pool = SupernetPool(spec, 1, num_cpus_per_worker=2)
     _, steps, _ = data_parallel_plan(optim, data.batch_size, 1, args.train_size)
     for epoch in range(args.epochs):
         stats = pool.train((epoch + 1) * steps, steps)[0]
-        print(f"supernet epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.3f} acc {stats['accuracy']:.3f} "
-              f"[{time.time() - started:.0f}s]", flush=True)
-    children = space.sample_batch(np.random.default_rng(args.seed + 1), args.children).tolist()
+        print(f"seed {seed}: supernet epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.3f} "
+              f"acc {stats['accuracy']:.3f} [{time.time() - started:.0f}s]", flush=True)
     worker = pool.workers[0]
     scores = {}  # label -> [draws][children]
     for label, scoring, full in VARIANTS:
@@ -96,10 +84,14 @@ def main() -> None:
         draws = 1 if full else args.draws
         scores[label] = [pool.evaluate(children, full=full, batch_seed=d if scoring.same_batches else None)
                          for d in range(draws)]
-    print(f"scored under {len(VARIANTS)} options [{time.time() - started:.0f}s]", flush=True)
+        print(f"seed {seed}: scored {len(children)} children: {label} [{time.time() - started:.0f}s]", flush=True)
     pool.shutdown()
-    shared = scores["whole validation split"][0]
+    return scores
 
+
+def standalone(args, space, params, data, children: list[list[int]], shared: list[float],
+               started: float) -> list[float]:
+    """Step 3: each child trained alone with the retrain code, cached per setting."""
     cache_file = Path(args.cache)
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     setting = (f"{args.space} {json.dumps(params)} data={args.data_dir or 'synthetic'} train={args.train_size} "
@@ -124,26 +116,86 @@ def main() -> None:
         alone.append(known[name])
         print(f"child {i + 1}/{len(children)} {name}: shared {shared[i]:.4f}  stand-alone {alone[-1]:.4f}  "
               f"[{time.time() - started:.0f}s]", flush=True)
+    return alone
+
+
+def precision_at_top(scores, truth, fraction: float = 0.1) -> float:
+    """The share of the ``fraction`` best by ``scores`` that are among the ``fraction`` best by ``truth``."""
+    k = max(1, round(fraction * len(truth)))
+    top = set(np.argsort(-np.asarray(scores), kind="stable")[:k])
+    return len(top & set(np.argsort(-np.asarray(truth), kind="stable")[:k])) / k
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 (arrays or torchvision); default: generated")
+    parser.add_argument("--space", default="nb201", choices=["nb201", "enas_macro", "enas_micro"])
+    parser.add_argument("--epochs", type=int, default=15, help="supernet epochs (uniform sampling)")
+    parser.add_argument("--children", type=int, default=None, help="default 16; with --ground-truth: all its cells")
+    parser.add_argument("--child-epochs", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=5000)
+    parser.add_argument("--valid-size", type=int, default=1000)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="supernets trained (seeds seed, seed+1, ...)")
+    parser.add_argument("--draws", type=int, default=10, help="draws of reward minibatches per scoring option")
+    parser.add_argument("--cache", default="runs/ranking/standalone.json", help="stand-alone results per setting")
+    parser.add_argument("--ground-truth", default=None, help="a table of stand-alone accuracies (nb201 cells)")
+    parser.add_argument("--truth-key", default="test")
+    args = parser.parse_args()
+    params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
+    space = build_space(args.space, **params)
+    data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
+                       batch_size=64, eval_batch_size=100)
+            if args.data_dir else DataConfig(source="synthetic", synthetic_train=args.train_size + args.valid_size,
+                                             synthetic_test=1000, train_size=args.train_size,
+                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=100))
+    truth = None
+    if args.ground_truth:
+        if args.space != "nb201":
+            parser.error("--ground-truth holds NAS-Bench-201 cells: use --space nb201")
+        table = json.loads(Path(args.ground_truth).read_text())
+        names = sorted(table)
+        if args.children:
+            names = [names[i] for i in np.random.default_rng(args.seed).permutation(len(names))[:args.children]]
+        children = [space.from_string(n) for n in names]
+        truth = [float(table[n][args.truth_key]) for n in names]
+    else:
+        children = space.sample_batch(np.random.default_rng(args.seed + 1), args.children or 16).tolist()
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # Ray Train needs the dashboard
+    started = time.time()
+    per_seed = [train_and_score(args, space, params, data, args.seed + i, children, started)
+                for i in range(args.seeds)]
+    if truth is None:
+        truth = standalone(args, space, params, data, children, per_seed[0]["whole validation split"][0], started)
+        what = f"stand-alone {args.child_epochs} epochs on {args.train_size} images"
+    else:
+        what = f"NAS-Bench-201's 200-epoch {args.truth_key} accuracy ({args.ground_truth})"
     ray.shutdown()
 
-    alone_rank = {i: r + 1 for r, i in enumerate(np.argsort(alone)[::-1])}
-    print(f"\n{args.space}: supernet {args.epochs} epochs (uniform sampling), {args.children} uniform children, "
-          f"stand-alone {args.child_epochs} epochs on {args.train_size} images; rewards over {args.draws} draws "
-          f"of {data.eval_batch_size}-image minibatches")
-    print(f"{'scoring':<58} {'Kendall tau':>16} {'Spearman rho':>16}  stand-alone rank of its top 3  "
-          "noise/spread")
-    for label, draws in scores.items():
-        taus = [kendalltau(d, alone).statistic for d in draws]
-        rhos = [spearmanr(d, alone).statistic for d in draws]
-        mean = np.mean(draws, axis=0)  # top 3 by the average over the draws
+    alone_rank = {i: r + 1 for r, i in enumerate(np.argsort(truth)[::-1])}
+    print(f"\n{args.space}: supernet {args.epochs} epochs (uniform sampling) x {args.seeds} seed(s), "
+          f"{len(children)} children against {what}; rewards over {args.draws} draws of "
+          f"{data.eval_batch_size}-image minibatches; mean ± std over seeds and draws")
+    print(f"{'scoring':<58} {'Kendall tau':>16} {'Spearman rho':>16} {'precision@10%':>16}  "
+          "truth's rank of its top 3  noise/spread")
+    for label, _, _ in VARIANTS:
+        draws = [d for scores in per_seed for d in scores[label]]
+        taus = [kendalltau(d, truth).statistic for d in draws]
+        rhos = [spearmanr(d, truth).statistic for d in draws]
+        precisions = [precision_at_top(d, truth) for d in draws]
+        mean = np.mean(per_seed[0][label], axis=0)  # top 3 by the first seed's average over its draws
         top3 = ", ".join(f"#{alone_rank[i]}" for i in np.argsort(-mean, kind="stable")[:3])
         # how much of a reward is the draw of minibatches: a child's std over the draws (mean over
         # children), relative to the spread of the children's mean rewards
-        noise = np.std(draws, axis=0).mean() / np.std(mean) if len(draws) > 1 else 0.0
+        first = per_seed[0][label]
+        noise = np.std(first, axis=0).mean() / np.std(mean) if len(first) > 1 else 0.0
         print(f"{label:<58} {np.mean(taus):>7.3f} ± {np.std(taus):<6.3f} {np.mean(rhos):>7.3f} ± {np.std(rhos):<6.3f}"
-              f"  {top3 + f' of {len(children)}':<31} {noise:.2f}")
-    print(f"shared-weight accuracy (whole split) {np.mean(shared):.3f} ± {np.std(shared):.3f}, stand-alone "
-          f"{np.mean(alone):.3f} ± {np.std(alone):.3f}  [{time.time() - started:.0f}s]")
+              f" {np.mean(precisions):>7.3f} ± {np.std(precisions):<6.3f}  {top3 + f' of {len(children)}':<25} "
+              f"{noise:.2f}")
+    shared = per_seed[0]["whole validation split"][0]
+    print(f"shared-weight accuracy (whole split) {np.mean(shared):.3f} ± {np.std(shared):.3f}, truth "
+          f"{np.mean(truth):.3f} ± {np.std(truth):.3f}  [{time.time() - started:.0f}s]")
 
 
 if __name__ == "__main__":

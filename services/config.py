@@ -61,7 +61,7 @@ class PPOSection:
     num_epochs: int | None = None
     minibatches: int | None = None
     vf_loss_coeff: float | None = None
-    grad_clip: float | None = None  # clip the gradient's global norm (RLlib's grad_clip); null: the default
+    grad_clip: float | None = None  # clip the gradient's global norm at this; 0: no clipping; null: the default
 
 
 @dataclass
@@ -72,7 +72,7 @@ class ReinforceSection:
     entropy_coeff: float | None = None
     baseline_decay: float | None = None
     baseline_init: float | None = None
-    grad_clip: float | None = None  # clip the gradient's global norm (RLlib's grad_clip); null: the default
+    grad_clip: float | None = None  # clip the gradient's global norm at this; 0: no clipping; null: the default
 
 
 @dataclass
@@ -188,13 +188,16 @@ class SearchConfig:
             check_budget_mode(self.budget_mode, weight_sharing=self.uses_supernet)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches", "grad_clip")),
-                              ("reinforce", ("lr", "grad_clip")),
+        for section, keys in (("ppo", ("lr", "num_epochs", "minibatches")), ("reinforce", ("lr",)),
                               ("rea", ("population_size", "tournament_size"))):
             for key in keys:
                 value = getattr(getattr(self, section), key)
                 if value is not None and value <= 0:
                     raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+        for section in ("ppo", "reinforce"):
+            clip = getattr(self, section).grad_clip
+            if clip is not None and not 0 <= clip < float("inf"):
+                raise ConfigError(f"{section}.grad_clip must be a finite number >= 0 (0: no clipping), got {clip}")
         return self
 
 

@@ -40,14 +40,21 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         algo = ALGORITHMS[cfg.algo]()
         evaluator = {"type": cfg.evaluator.type, "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key,
                      "noise": cfg.evaluator.noise}
+    # Noisy rewards (a supernet's one-minibatch accuracies, a table with noise) have defaults of their
+    # own (bench/tune_controllers.py --noisy); unset keys take the algorithm's (tuned) defaults.
+    defaults = dict(algo.noisy_reward_defaults) if cfg.uses_supernet or cfg.evaluator.noise else {}
+    episodes = defaults.pop("episodes_per_iteration", NotProvided)
     algo.search(space=cfg.space.name, space_params=cfg.space.params, controller=dict(vars(cfg.controller)),
                 evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
-                # unset: the algorithm's own (tuned) default
-                episodes_per_iteration=NotProvided if cfg.episodes_per_iteration is None else cfg.episodes_per_iteration, reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
+                episodes_per_iteration=episodes if cfg.episodes_per_iteration is None else cfg.episodes_per_iteration,
+                reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
                 budget_mode=cfg.budget_mode, quiet_ray_logs=not cfg.verbose)
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
                  "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
-    algo.training(**{k: v for k, v in overrides.items() if v is not None})
+    settings = {k: v for k, v in overrides.items() if v is not None}
+    if settings.get("grad_clip") == 0:  # the config's "no clipping" is RLlib's None (a falsy non-None drops the gradients)
+        settings["grad_clip"] = None
+    algo.training(**{**defaults, **settings})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
 
 

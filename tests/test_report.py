@@ -60,6 +60,9 @@ def test_weight_sharing_trials_are_ranked_by_their_derived_architecture(tmp_path
                 json.dumps({"sample": k, "arch": f"a{k}", "reward": noisy, "metrics": {"valid_acc": noisy}}) + "\n"
                 for k in range(4)))
             (trial / "best_arch.json").write_text(json.dumps({"arch": "a0", "valid_accuracy": acc}))
+            if algo != "random":  # the last epoch's policy health (reinforce's froze)
+                (trial / "metrics.csv").write_text("epoch,controller_entropy,controller_exactly_saturated\n"
+                                                   f"4,3.0,{0.9 if algo == 'reinforce' else 0.0}\n")
     md = write_report(tmp_path, window=2).read_text()
     verdict = md.splitlines()[2]
     assert verdict.startswith("Ranked by the derived architecture's accuracy on the whole validation split "
@@ -68,6 +71,9 @@ def test_weight_sharing_trials_are_ranked_by_their_derived_architecture(tmp_path
     assert "ppo vs random: +0.1, ppo better (paired t-test over 3 seeds, p = 0" in verdict
     header = next(line for line in md.splitlines() if line.startswith("| algorithm"))
     assert "derived architecture: valid accuracy (whole split)" in header and "final best" not in header
+    assert "final logits at exactly ±1 (a frozen policy)" in header
+    rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ") for line in md.splitlines() if line.startswith("| ")}
+    assert rows["reinforce"][4] == "0.9 ± 0" and rows["ppo"][4] == "0 ± 0" and rows["random"][4].startswith("n/a")
 
 
 def test_the_best_architecture_and_a_uri_experiment_ranked_like_a_local_one(tmp_path, experiment):

@@ -1,6 +1,7 @@
 """The service through Ray and database outages, races and its own start-up, with real components:
 a Ray head killed and restarted under it, a database another process locks, concurrent submits,
 and `raynas serve` starting (and stopping) a Ray head of its own."""
+import contextlib
 import json
 import logging
 import os
@@ -323,10 +324,12 @@ def _ignores(pid: int, sig: int) -> bool:
     return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
 
 
-def _serve_from_a_script(tmp_path: Path, launch: str) -> tuple[subprocess.Popen, int, str]:
+@contextlib.contextmanager
+def _serve_from_a_script(tmp_path: Path, launch: str):
     """`raynas serve` started by a non-interactive shell in the background, as an operator's script
-    does (``launch``: ``&`` or ``nohup … &``): it inherits SIGINT ignored. Returns the shell (the
-    group leader), serve's pid and its head's temp dir once the Jobs API answers."""
+    does (``launch``: ``&`` or ``nohup … &``): it inherits SIGINT ignored. Yields the shell (the
+    group leader), serve's pid and its head's temp dir once the Jobs API answers; whatever of them
+    is left is killed afterwards."""
     log = tmp_path / "serve.log"
     serve = shlex.join([sys.executable, "-m", "services.cli", "serve", "--host", "127.0.0.1", "--port",
                         str(free_port()), "--ray-address", "local", "--db", str(tmp_path / "s.db"),
@@ -340,15 +343,22 @@ def _serve_from_a_script(tmp_path: Path, launch: str) -> tuple[subprocess.Popen,
     while not (match := re.search(r"Jobs API at http://127\.0\.0\.1:(\d+)", log.read_text() if log.exists() else "")):
         assert time.time() < deadline, log.read_text()
         time.sleep(0.5)
-    return shell, pid, head_temp_dir(match.group(1))
+    temp_dir = head_temp_dir(match.group(1))
+    try:
+        yield shell, pid, temp_dir
+    finally:  # found by their command lines: a pid alone may be another process's by now
+        for p in [*processes_with(str(tmp_path / "s.db")), *processes_with(temp_dir)]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads signal masks and processes in /proc")
 @pytest.mark.parametrize("launch", ["&", "nohup"])
 def test_serve_from_a_script_stopped_by_term_then_kill_leaves_no_ray_head(tmp_path, launch):
     """A supervisor's stop (docker stop, systemd, Kubernetes): SIGTERM, then SIGKILL after a grace period."""
-    shell, pid, temp_dir = _serve_from_a_script(tmp_path, launch)
-    try:
+    with _serve_from_a_script(tmp_path, launch) as (shell, pid, temp_dir):
         # the script's `&` made SIGINT ignored; it used to reach `ray start` and make its clean stop a no-op
         head_pids = list(processes_with(temp_dir))
         assert len(head_pids) >= 3 and not any(_ignores(p, signal.SIGINT) for p in head_pids)
@@ -359,30 +369,17 @@ def test_serve_from_a_script_stopped_by_term_then_kill_leaves_no_ray_head(tmp_pa
         while processes_with(temp_dir):
             assert time.time() < deadline, f"left running: {processes_with(temp_dir)}"
             time.sleep(0.5)
-    finally:
-        for p in [pid, *processes_with(temp_dir)]:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads signal masks and processes in /proc")
 def test_serve_from_a_script_stops_with_its_head_on_sigterm_in_seconds(tmp_path):
-    shell, pid, temp_dir = _serve_from_a_script(tmp_path, "&")
-    try:
+    with _serve_from_a_script(tmp_path, "&") as (_, pid, temp_dir):
         started = time.time()
         os.kill(pid, signal.SIGTERM)
         while processes_with(temp_dir) or Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
             assert time.time() - started < 10, f"left running: {processes_with(temp_dir)}"  # it took 23 s
             time.sleep(0.2)
         assert "search service and its local Ray head stopped" in (tmp_path / "serve.log").read_text()
-    finally:
-        for p in [pid, *processes_with(temp_dir)]:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _state(pid: int) -> str:

@@ -27,17 +27,19 @@ REA = "rea"
 
 
 class REAConfig(SearchConfigMixin, AlgorithmConfig):
-    """``population_size`` P 20 and ``tournament_size`` S 5, 16 children per iteration: tuned by bench/tune_controllers.py (12 Tune trials, as every
-    algorithm gets, on landscapes 1000-1002). Set with ``.training(population_size=..., tournament_size=...)``."""
+    """``population_size`` P 5 and ``tournament_size`` S 5 (the best of the last 5 is mutated), 4
+    children per iteration: tuned by bench/tune_controllers.py on NAS-Bench-201's ImageNet16-120
+    table, as PPO and REINFORCE (the same trials and seeds). Set with
+    ``.training(population_size=..., tournament_size=...)``."""
 
     uniform_policy = True  # no controller: the supernet trains on uniform children
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or RegularizedEvolution)
-        self.population_size = 20
+        self.population_size = 5
         self.tournament_size = 5
         self._init_search()
-        self.episodes_per_iteration = 16
+        self.episodes_per_iteration = 4
         self._sync_env()
 
     def training(self, *, population_size: int = NotProvided, tournament_size: int = NotProvided,

@@ -45,6 +45,9 @@ class SearchConfigMixin:
     """Search settings of an ``AlgorithmConfig`` (set them with ``.search(...)``)."""
 
     uniform_policy = False  # random search samples uniformly instead of from the controller
+    #: ``training()`` settings that replace the (table-tuned) defaults when rewards are noisy, as a
+    #: supernet's one-minibatch accuracies are: tuned by bench/tune_controllers.py --noisy
+    noisy_reward_defaults: dict[str, Any] = {}
 
     def _init_search(self) -> None:
         self.space_name = "nb201"

@@ -40,6 +40,7 @@ class Trial:
     entropy: float | None = None
     path: Path = field(default_factory=Path)
     derived: float | None = None  # weight sharing: the derived architecture's full-validation accuracy
+    saturated: float | None = None  # weight sharing: share of squashed logits at exactly ±1 after the last update
 
 
 def load_trials(experiment: Path) -> list[Trial]:
@@ -53,16 +54,17 @@ def load_trials(experiment: Path) -> list[Trial]:
         rows = [json.loads(line) for line in trajectory.read_text().splitlines() if line.strip()]
         if not rows:
             continue
-        entropy = None
+        entropy = saturated = None
         if (trial_dir / "metrics.csv").is_file():
             with (trial_dir / "metrics.csv").open() as f:
                 epochs = list(csv.DictReader(f))
             entropy = float(epochs[-1]["controller_entropy"]) if epochs else None
+            saturated = float(epochs[-1].get("controller_exactly_saturated") or "nan") if epochs else None
         derived = None
         if (trial_dir / "best_arch.json").is_file():
             derived = float(json.loads((trial_dir / "best_arch.json").read_text())["valid_accuracy"])
         trials.append(Trial(params["algo"], int(params["seed"]), np.array([r["reward"] for r in rows], float),
-                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived))
+                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived, saturated))
     if not trials:
         raise ValueError(f"{experiment} holds no trials with a trajectory.jsonl (is it a raynas compare experiment?)")
     return trials
@@ -114,6 +116,7 @@ def summarise(trials: list[Trial]) -> dict[str, dict[str, Any]]:
             "final_best": [float(t.rewards.max()) for t in group],
             "reach": reach,
             "entropy": [t.entropy for t in group],
+            "saturated": [t.saturated for t in group],
             "test": [t.best_row["metrics"].get("test") for t in group],
             "derived": [t.derived for t in group],
             "score": {t.seed: _score(t, criterion) for t in group},
@@ -249,14 +252,16 @@ def _write(experiment: Path, window: int | None) -> Written:
     plots = _curves(trials, experiment, window)
     has_test = any(v is not None for row in table.values() for v in row["test"])
     if criterion == "derived":  # one-minibatch rewards on each trial's own supernet: curves only
-        header = ["algorithm", "seeds", "derived architecture: valid accuracy (whole split)", "final entropy"]
+        header = ["algorithm", "seeds", "derived architecture: valid accuracy (whole split)", "final entropy",
+                  "final logits at exactly ±1 (a frozen policy)"]
     else:
         header = ["algorithm", "seeds", "final best"] + [f"archs to {f:.0%} of best" for f in FRACTIONS]
         header += ["final entropy"] + (["test metric of best"] if has_test else [])
     rows = []
     for algo, row in table.items():
         if criterion == "derived":
-            rows.append([algo, str(row["seeds"]), _mean_std(row["derived"]), _mean_std(row["entropy"])])
+            rows.append([algo, str(row["seeds"]), _mean_std(row["derived"]), _mean_std(row["entropy"]),
+                         _mean_std(row["saturated"])])
             continue
         cells = [algo, str(row["seeds"]), _mean_std(row["final_best"])]
         cells += [f"{_mean_std(row['reach'][f])} ({len(row['reach'][f])}/{row['seeds']})" for f in FRACTIONS]
