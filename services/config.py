@@ -113,7 +113,7 @@ class SearchConfig:
     out: str = "runs/search"
     reward_scale: float | str = "running"  # or a fixed factor; see SearchConfigMixin.search
     skip_weight: float = 0.0
-    ray_address: str | None = None  # None: the running cluster if any, else an embedded one
+    ray_address: str | None = None  # None: RAY_ADDRESS, else the cluster `ray start` recorded here, else embedded
     num_cpus: int | None = None  # of an embedded cluster
     verbose: bool = False  # keep the Ray/RLlib/Tune messages raynas drops by default (controller_policy.logs)
     space: SpaceSection = field(default_factory=SpaceSection)
@@ -207,7 +207,7 @@ class RetrainConfig:
 
     seed: int = 0
     out: str = "runs/retrain"
-    ray_address: str | None = None  # None: the running cluster if any, else an embedded one
+    ray_address: str | None = None  # None: RAY_ADDRESS, else the cluster `ray start` recorded here, else embedded
     num_cpus: int | None = None  # of an embedded cluster
     workers: int = 1  # data-parallel Ray Train workers; with gpus > 0 there are `gpus` workers, one GPU each
     gpus: int = 0

@@ -21,26 +21,39 @@ import ray
 def connect(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False) -> bool:
     """Initialise Ray unless it already is; return True when this call started it.
 
-    ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance even
-    when a cluster runs here, or None for Ray's "auto" (a running one, else embedded).
+    ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance, or None
+    for the cluster the user means: ``RAY_ADDRESS``, else the one ``ray start`` recorded on this
+    machine, else an embedded instance. Never one found by scanning other programs' processes (Ray's
+    ``auto`` does that, and joined a test suite's or another user's private instance).
     ``include_dashboard``: an embedded instance with the dashboard (and so the State API, which
     Ray Train uses to clean up after its controller)."""
     if ray.is_initialized():
         return False
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    recorded = False
+    if target is None:
+        from ray._private.utils import read_ray_address  # the GCS address of the last `ray start` here
+
+        target, recorded = read_ray_address(), True
     # a start takes seconds (minutes on a busy machine): say what is happening
-    print("[raynas] connecting to Ray (" + ("an embedded instance" if address == "local" else address or
-                                           "a cluster that is running, else an embedded one") + ")", flush=True)
-    if address == "local":
+    if target in (None, "local"):
+        print("[raynas] connecting to Ray: an embedded instance", flush=True)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
                  logging_level=logging.WARNING)
         return True
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return True
+    print(f"[raynas] connecting to Ray at {target}" + (" (the cluster `ray start` recorded here)" if recorded else ""),
+          flush=True)
     try:
-        ray.init(address="auto", logging_level=logging.WARNING)
-    except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level=logging.WARNING)
+        ray.init(address=target, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        if not recorded:
+            raise ConnectionError(f"cannot join the Ray cluster at {target}: {exc} (is it running? check the "
+                                  "address, or leave --address out for an embedded instance)") from None
+        # `ray start`'s record outlived its cluster: nobody meant a dead cluster
+        print(f"[raynas] the cluster `ray start` recorded at {target} does not answer: connecting to Ray: an "
+              "embedded instance", flush=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
+                 logging_level=logging.WARNING)
     return True
 
 

@@ -122,7 +122,7 @@ def test_an_interrupted_experiment_resumes_mid_way(ray_session, tmp_path, capsys
     assert re.search(r"\[raynas\] trial (ppo|random) seed 0 started; trials: 0 done, [12] running, 0 failed of 2",
                      output), output[-3000:]
     assert "Trial status:" not in output  # Tune's periodic table: only with --verbose
-    assert output.startswith("[raynas] connecting to Ray (an embedded instance)")  # said before the slow start
+    assert output.startswith("[raynas] connecting to Ray: an embedded instance")  # said before the slow start
     assert f"[raynas] experiment {name}: 2 trials (ppo, random × 1 seeds) in {storage}/{name}" in output
     for noise in ("Configuration for experiment", "To visualize your results with TensorBoard",
                   "Checkpoint successfully created", "View detailed results here"):

@@ -408,3 +408,21 @@ def test_availability_backs_off_and_logs_once_per_outage(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("the Ray Jobs API is unusable (connection refused)" in m for m in messages) == 1
     assert sum("is back after" in m for m in messages) == 2 and len(messages) == 4
+
+
+def test_without_an_address_raynas_never_joins_a_private_ray_instance(ray_head):
+    """ray_head has a temp dir of its own, like a test suite's or another user's embedded Ray: Ray's
+    `auto` finds it by scanning processes; raynas must start its own instead (or join only the
+    cluster `ray start` recorded here)."""
+    from ray._private.utils import read_ray_address
+
+    code = ("import ray; from services.ray_cluster import connect; connect(None, 1); "
+            "print('GCS', ray.get_runtime_context().gcs_address); ray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    recorded = read_ray_address()
+    assert out.stdout.startswith("[raynas] connecting to Ray: an embedded instance" if recorded is None else
+                                 f"[raynas] connecting to Ray at {recorded} (the cluster `ray start` recorded here)")
+    gcs = re.search(r"GCS (\S+)", out.stdout).group(1)
+    assert not gcs.endswith(f":{ray_head.port}"), out.stdout

@@ -102,6 +102,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         fail(str(exc))
     try:
         summary = run_search(cfg, resume=bool(args.resume))
+    except ConnectionError as exc:  # the named cluster does not answer
+        fail(str(exc))
     except (KeyError, ValueError) as exc:  # e.g. an architecture missing from the table
         fail(f"{exc.args[0] if exc.args else exc} (results so far are in {cfg.out})")
     from .summary import search_summary
@@ -129,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
             connect(cfg.ray_address, cfg.num_cpus)
             grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, ConnectionError) as exc:
         fail(str(exc))
     from ..experiments.report import report_at
 
