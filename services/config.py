@@ -111,6 +111,7 @@ class SearchConfig:
     budget: int | None = None  # architectures evaluated (table: default 100; weight sharing: epochs x archs_per_epoch)
     episodes_per_iteration: int | None = None  # architectures per controller update; None: the algorithm's default
     out: str = "runs/search"
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept (a search's checkpoints/, each Tune trial's)
     reward_scale: float | str = "running"  # or a fixed factor; see SearchConfigMixin.search
     skip_weight: float = 0.0
     ray_address: str | None = None  # None: RAY_ADDRESS, else the cluster `ray start` recorded here, else embedded
@@ -173,6 +174,8 @@ class SearchConfig:
             self.budget = 100
         if self.budget < 1:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be >= 1 (resuming needs one), got {self.keep_checkpoints}")
         if self.episodes_per_iteration is not None and self.episodes_per_iteration < 1:
             raise ConfigError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         if self.evaluator.type not in EVALUATORS:

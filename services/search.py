@@ -24,7 +24,6 @@ from .ray_cluster import check_resources, connect
 from .weight_sharing import WS_ALGORITHMS, weight_sharing_settings
 
 CHECKPOINTS = "checkpoints"
-KEEP_CHECKPOINTS = 2
 
 
 def algorithm_config(cfg: SearchConfig, out_dir: str):
@@ -70,13 +69,14 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(algo, out: Path, iteration: int) -> Path:
+def save_checkpoint(algo, out: Path, iteration: int, keep: int) -> Path:
+    """``checkpoints/iter_NNNNNN``, written whole or not at all; only the newest ``keep`` stay."""
     path = out / CHECKPOINTS / f"iter_{iteration:06d}"
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
     tmp.replace(path)  # a half-written checkpoint is never the latest
-    for old in complete_checkpoints(out)[:-KEEP_CHECKPOINTS]:
+    for old in complete_checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -157,7 +157,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
             done_now += 1
             progress.update(result)
             if algo.training_iteration % every == 0 or algo.search_done:
-                save_checkpoint(algo, out, algo.training_iteration)
+                save_checkpoint(algo, out, algo.training_iteration, cfg.keep_checkpoints)
             write_progress(out, algo, cfg.budget)
             if on_result:
                 on_result(algo, result)

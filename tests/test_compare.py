@@ -31,6 +31,7 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
         assert result.metrics["search/archs_sampled"] == 16 and result.metrics["search/done"] == 1  # what compare reads
         rows = (Path(result.path) / "trajectory.jsonl").read_text().splitlines()
         assert len(rows) == 16 and result.checkpoint is not None
+        assert len(list(Path(result.path).glob("checkpoint_*"))) <= 2  # keep_checkpoints (rea: 4 iterations)
         summary = json.loads((Path(result.path) / "summary.json").read_text())
         assert (summary["algo"], summary["seed"]) == (result.config["algo"], result.config["seed"])
     assert seen == {(a, s) for a in ("ppo", "rea", "random") for s in (0, 1)}

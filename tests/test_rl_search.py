@@ -140,3 +140,15 @@ def test_episodes_per_iteration_defaults_to_the_algorithm_s_own(tmp_path):
         assert algorithm_config(load_config(None, {**base, "algo": algo}), str(tmp_path)).episodes_per_iteration == episodes
         set_here = load_config(None, {**base, "algo": algo, "episodes_per_iteration": 3})
         assert algorithm_config(set_here, str(tmp_path)).episodes_per_iteration == 3
+
+
+def test_a_search_keeps_only_its_newest_checkpoints(ray_session, additive_table, tmp_path):
+    from services.config import load_config
+    from services.search import run_search
+
+    table, _ = additive_table
+    cfg = load_config(None, {"algo": "ppo", "out": str(tmp_path), "budget": 32, "episodes_per_iteration": 8,
+                             "evaluator.type": "table", "evaluator.table": str(table), "evaluator.reward_key": "valid",
+                             "keep_checkpoints": 1})
+    run_search(cfg)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["iter_000004"]

@@ -30,7 +30,7 @@ MAX_GPUS_PER_WORKER = 16.0
 # (inclusive; tests check that no numeric field lacks one). Checked on the final, merged config.
 BOUNDS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**31 - 1), "budget": (1, 100_000), "episodes_per_iteration": (1, 10_000), "skip_weight": (0, 100),
-    "num_cpus": (1, 4096), "reward_scale": (1e-9, 1e9),
+    "num_cpus": (1, 4096), "reward_scale": (1e-9, 1e9), "keep_checkpoints": (1, 1000),
     "controller.hidden_size": (1, 1024), "controller.num_lstm_layers": (1, 8), "controller.temperature": (1e-3, 100),
     "controller.tanh_constant": (0, 100), "controller.skip_target": (0, 1), "controller.init_range": (0, 10),
     "controller.op_tanh_reduce": (1e-3, 100),

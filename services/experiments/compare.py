@@ -86,6 +86,7 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
     run_config = tune.RunConfig(
         name=name, storage_path=storage_path if storage.is_uri(storage_path) else storage.resolve(storage_path)[1],
         failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
         sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1 if cfg.verbose else 0,
         callbacks=[*([] if cfg.verbose else [TrialProgress(len(algos) * seeds)]), *(callbacks or [])],
     )
