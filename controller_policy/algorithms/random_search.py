@@ -9,6 +9,7 @@ from .search import SearchAlgorithmMixin
 
 class RandomSearchConfig(ReinforceConfig):
     uniform_policy = True
+    noisy_reward_defaults: dict = {}  # nothing learns
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or RandomSearch)
