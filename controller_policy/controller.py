@@ -189,10 +189,13 @@ class ENASController(nn.Module):
         ``tanh_constant * tanh(.)`` (op decisions: divided by ``op_tanh_reduce``), then the fixed
         op offsets of ``op_bias``."""
         t1 = raw.shape[1] + t0 if t1 is None else t1
-        logits = raw / self.config.temperature if self.config.temperature is not None else raw
+        logits = self._pre_tanh(raw)
         if self.config.tanh_constant is not None:
             logits = self.tanh_scale[t0:t1, None] * torch.tanh(logits)
         return logits + self.logit_offsets[t0:t1, : raw.shape[-1]] if self.config.op_bias else logits
+
+    def _pre_tanh(self, raw: Tensor) -> Tensor:
+        return raw / self.config.temperature if self.config.temperature is not None else raw
 
     def _attention(self, anchors_prev: Tensor, h: Tensor) -> Tensor:
         """Scores [B, N] of N anchors (pre-projected, [B, N, H]) against query h [B, H]."""
@@ -299,9 +302,8 @@ class ENASController(nn.Module):
         """The squashed, masked logits from the raw ones [B, T, K], for sampled and given
         architectures alike (``ControllerOutput`` derives the rest)."""
         logits = self._squash(raw).masked_fill(~self.masks, -math.inf)
-        pre_tanh = raw / self.config.temperature if self.config.temperature is not None else raw
         return ControllerOutput(actions=actions, logits=logits, hidden=hidden, skip_steps=self.skip_steps,
-                                skip_target=self.config.skip_target, pre_tanh=pre_tanh)
+                                skip_target=self.config.skip_target, pre_tanh=self._pre_tanh(raw))
 
 
 _CELL, _ANCHOR = "cell", "anchor"  # plan segments that make anchors and take no decision

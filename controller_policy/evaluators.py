@@ -68,6 +68,7 @@ class TableEvaluator:
         spread = float(np.std([self._reward(m) for m in self.table.values()])) if noise else 0.0
         self.noise_std = noise * spread
         self.rng = np.random.default_rng(seed)  # its state is checkpointed with the search
+
     def _metrics(self, where: str, value: Any) -> dict[str, float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics = {self.reward_key or "reward": float(value)}
