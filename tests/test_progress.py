@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -85,7 +86,7 @@ def test_a_terminal_sees_the_phases_inside_an_epoch(tmp_path):
     assert "[raynas] starting 1 supernet worker(s)" in screen
     assert "[raynas]   training shared weights 0/3 steps |" in screen
     assert "[raynas]   controller 0/8 archs |" in screen
-    assert "[raynas]   deriving 0/6 archs |" in screen
+    assert re.search(r"\[raynas\]   deriving 0/[1-6] archs \|", screen)  # the unique ones of the 6 sampled
     assert "[raynas] search 2/2 epochs |" in screen
     assert "[raynas] deriving: " not in screen  # the bar says it on a terminal
     assert "[raynas] epoch 1/2 " not in screen and "[raynas] found  " in screen

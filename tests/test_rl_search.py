@@ -137,7 +137,7 @@ def test_episodes_per_iteration_defaults_to_the_algorithm_s_own(tmp_path):
     from services.search import algorithm_config
 
     base = {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": "t.json"}
-    tuned = {"ppo": 8, "reinforce": 4, "rea": 16, "random": 8}
+    tuned = {"ppo": 8, "reinforce": 4, "rea": 4, "random": 8}
     for algo, episodes in tuned.items():
         assert algorithm_config(load_config(None, {**base, "algo": algo}), str(tmp_path)).episodes_per_iteration == episodes
         set_here = load_config(None, {**base, "algo": algo, "episodes_per_iteration": 3})
