@@ -11,6 +11,9 @@ NOISE = (
     ("ray._common.deprecation", "RLModule(config=[RLModuleConfig"),  # RLlib builds that config itself
     ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
     ("ray.train._internal.storage", "Checkpoint successfully created at"),  # every Tune trial iteration
+    # Tune snapshots the experiment whenever a trial has written keep_checkpoints checkpoints (so a
+    # restore never points at a deleted one): with one checkpoint per iteration, that is by design
+    ("ray.tune.execution.experiment_state", "Experiment state snapshotting has been triggered multiple times"),
 )
 
 

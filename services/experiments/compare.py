@@ -18,6 +18,8 @@ from ray import tune
 from ray.tune import Checkpoint
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
+from controller_policy.logs import quiet_ray_logs
+
 from . import storage
 from ..config import SearchConfig, from_dict, to_dict
 from ..progress import TrialProgress
@@ -105,6 +107,7 @@ def tune_output(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
+    quiet_ray_logs()  # Tune's own messages in this (the driver's) process
     before = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
