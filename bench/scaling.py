@@ -21,7 +21,8 @@ from controller_policy import build_space
 from supernet_worker.data import DataConfig
 from supernet_worker.pool import SupernetPool
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import DATA_PARALLEL_RULES, OptimConfig, WorkerSpec
+from supernet_worker.settings import DATA_PARALLEL_RULES
+from supernet_worker.worker import OptimConfig, WorkerSpec
 
 
 def main() -> None:

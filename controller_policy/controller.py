@@ -23,38 +23,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .settings import ControllerConfig
 from .spaces import EDGE_OP, INPUT, OP, SKIP, SearchSpace
-
-
-@dataclass
-class ControllerConfig:
-    """ENAS controller hyper-parameters (defaults: ENAS macro search)."""
-
-    hidden_size: int = 64
-    num_lstm_layers: int = 1
-    temperature: float | None = None
-    tanh_constant: float | None = 1.5
-    skip_target: float = 0.4
-    init_range: float = 0.1
-    # ENAS micro's op head (off by default; the enas-micro preset turns them on):
-    op_tanh_reduce: float = 1.0  # op logits use tanh_constant / op_tanh_reduce (ENAS micro: 2.5)
-    op_bias: bool = False  # a learned op bias initialised [10, 10, 0, ...] plus, in the first cell,
-    #                        the fixed [0.25, 0.25, -0.25, ...] ENAS adds after the squash
-    zero_input_anchors: bool = False  # a selected cell input feeds zeros to the LSTM (its key stays)
-
-    def __post_init__(self) -> None:
-        if self.hidden_size < 1:
-            raise ValueError(f"controller.hidden_size must be >= 1, got {self.hidden_size}")
-        if self.num_lstm_layers < 1:
-            raise ValueError(f"controller.num_lstm_layers must be >= 1, got {self.num_lstm_layers}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise ValueError(f"controller.temperature must be > 0 or null, got {self.temperature}")
-        if self.tanh_constant is not None and self.tanh_constant <= 0:
-            raise ValueError(f"controller.tanh_constant must be > 0 or null, got {self.tanh_constant}")
-        if not 0.0 < self.skip_target < 1.0:
-            raise ValueError(f"controller.skip_target must lie in (0, 1), got {self.skip_target}")
-        if self.op_tanh_reduce <= 0:
-            raise ValueError(f"controller.op_tanh_reduce must be > 0, got {self.op_tanh_reduce}")
 
 
 @dataclass

@@ -5,6 +5,7 @@ behind it (``supernet_worker``), the tabular mode reads a benchmark table.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .spaces import SearchSpace
+
+#: spaces up to this size are enumerated to check that a table covers them
+MAX_ENUMERATED = 1_000_000
 
 
 @dataclass
@@ -26,6 +30,11 @@ class Evaluator(Protocol):
     def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Evaluation]:
         """One evaluation per architecture, in order."""
         ...
+
+
+def _names(metrics: dict[str, float], most: int = 8) -> str:
+    names = [repr(name) for name in list(metrics)[:most]]
+    return ", ".join(names) + (f" and {len(metrics) - most} more" if len(metrics) > most else "")
 
 
 class TableEvaluator:
@@ -53,8 +62,9 @@ class TableEvaluator:
             raise ValueError(f"table {self.path} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict) or not raw:
             raise ValueError(f"table {self.path} must be a non-empty JSON object mapping architectures to results")
-        # Errors name entries by position and never quote the file: a service must not turn a
-        # table path into a way of reading files.
+        # Errors name entries by position and quote no key or value: a service must not turn a
+        # table path into a way of reading files. Metric names are quoted (a user picks the reward
+        # among them), and a service reads tables only below the data roots its operator named.
         self.table: dict[str, dict[str, float]] = {}
         for i, (key, value) in enumerate(raw.items(), start=1):
             where = f"table {self.path}: entry {i} of {len(raw)}"
@@ -81,13 +91,25 @@ class TableEvaluator:
         else:
             raise ValueError(f"{where}: value must be a number or an object of named metrics")
         if self.reward_key is not None and self.reward_key not in metrics:
-            raise ValueError(f"{where} has no metric named {self.reward_key!r} (it has {len(metrics)})")
+            raise ValueError(f"{where} has no metric named {self.reward_key!r} (it has {_names(metrics)})")
         if self.reward_key is None and len(metrics) != 1:
-            raise ValueError(f"{where} has {len(metrics)} metrics: name the reward with evaluator.reward_key "
-                             "(--reward-key)")
+            raise ValueError(f"{where} has {len(metrics)} metrics ({_names(metrics)}): name the reward with "
+                             "evaluator.reward_key (--reward-key)")
         if any(not math.isfinite(v) for v in metrics.values()):
             raise ValueError(f"{where}: metrics must be finite numbers")
         return metrics
+
+    def check_complete(self) -> None:
+        """ValueError naming an architecture of the space the table lacks (a search can sample any).
+        A space too large to enumerate is taken as it is: a lookup names what is missing."""
+        size = self.space.size()
+        if len(self.table) >= size or size > MAX_ENUMERATED:
+            return
+        for arch in itertools.product(*(range(d.num_choices) for d in self.space.decisions)):
+            key = self.space.to_string(arch)
+            if key not in self.table:
+                raise ValueError(f"table {self.path} has {len(self.table)} of the {size} architectures of the "
+                                 f"{self.space.name} space; a search can sample any of them, and {key} is missing")
 
     def lookup(self, arch: Sequence[int]) -> dict[str, float]:
         key = self.space.to_string(arch)

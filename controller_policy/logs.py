@@ -10,6 +10,7 @@ NOISE = (
     ("ray.rllib.algorithms.algorithm_config", "on the new API stack!"),  # our algorithms are built for it
     ("ray._common.deprecation", "RLModule(config=[RLModuleConfig"),  # RLlib builds that config itself
     ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+    ("ray.tune.trainable.trainable", "Trainable.setup took"),  # a trial's imports on a busy machine
     ("ray.train._internal.storage", "Checkpoint successfully created at"),  # every Tune trial iteration
     # Tune snapshots the experiment whenever a trial has written keep_checkpoints checkpoints (so a
     # restore never points at a deleted one): with one checkpoint per iteration, that is by design

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -10,13 +11,11 @@ from typing import Any
 
 import yaml
 
-from controller_policy import ControllerConfig
-from controller_policy.algorithms import ALGORITHMS, check_budget_mode, check_reward_scale
+from controller_policy.settings import ALGORITHM_NAMES, ControllerConfig, check_budget_mode, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
-from supernet_worker.data import DataConfig
-from supernet_worker.retrain import TrainSettings
-from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import OptimConfig, ScoringConfig, data_parallel_plan
+from supernet_worker.settings import (
+    DataConfig, OptimConfig, ScoringConfig, SupernetConfig, TrainSettings, data_parallel_plan,
+)
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the search and retrain presets
 
@@ -133,8 +132,8 @@ class SearchConfig:
         return self.evaluator.type == "supernet"
 
     def validate(self) -> "SearchConfig":
-        if self.algo not in ALGORITHMS:
-            raise ConfigError(f"algo: unknown algorithm {self.algo!r} (choose {', '.join(ALGORITHMS)})")
+        if self.algo not in ALGORITHM_NAMES:
+            raise ConfigError(f"algo: unknown algorithm {self.algo!r} (choose {', '.join(ALGORITHM_NAMES)})")
         self.space.validate()
         ws = self.weight_sharing
         if self.uses_supernet:
@@ -237,7 +236,26 @@ class RetrainConfig:
         return self.gpus or self.workers
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
+TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+              list: "a list", type(None): "null"}
+EXAMPLES = {int: 1, float: 0.001, str: "name", bool: True}
+
+
+def _wrong(where: str, hint: Any, value: Any, example: Any) -> ConfigError:
+    """The error for a value of the wrong type, with the types accepted and an example, as in
+    ``ppo.lr must be a number or null, got 'abc' (a string); e.g. --set ppo.lr=0.001``."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    words = " or ".join(TYPE_WORDS.get(t, getattr(t, "__name__", str(t))) for t in options)
+    given = TYPE_WORDS.get(type(value), type(value).__name__)
+    if example is None:
+        example = next((EXAMPLES[t] for t in options if t in EXAMPLES), None)
+    if isinstance(example, bool):
+        example = str(example).lower()  # YAML's spelling
+    shown = "" if example is None else f"; e.g. --set {where}={example}"
+    return ConfigError(f"{where} must be {words}, got {value!r} ({given}){shown}")
+
+
+def _check_type(value: Any, hint: Any, where: str, example: Any = None) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -245,17 +263,16 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
                 return _check_type(value, option, where)
             except ConfigError:
                 continue
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(hint))
-        raise ConfigError(f"{where} must be {names}, got {value!r}")
+        raise _wrong(where, hint, value, example)
     if hint is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{where} must be null, got {value!r}")
+        raise _wrong(where, hint, value, example)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool, dict, list):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+            raise _wrong(where, hint, value, example)
         return value
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
@@ -267,13 +284,15 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise ConfigError(f"unknown key {path!r} (known: {', '.join(sorted(fields))})")
-        kwargs[key] = _check_type(value, hints[key], path)
+        default = fields[key].default
+        example = default if isinstance(default, (int, float, str)) and default is not dataclasses.MISSING else None
+        kwargs[key] = _check_type(value, hints[key], path, example)
     try:
         return cls(**kwargs)
     except ValueError as exc:
@@ -323,6 +342,18 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         return build_config(data, overrides, cls)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def load_run_config(out: Path) -> SearchConfig:
+    """The config a search saved in its output directory (``config.json``), validated."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{out} holds no search to resume (no config.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable search config: {exc}") from None
+    return from_dict(SearchConfig, data).validate()
 
 
 def to_dict(config: SearchConfig) -> dict[str, Any]:

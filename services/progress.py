@@ -14,6 +14,21 @@ from controller_policy.algorithms import SEARCH
 
 from .weight_sharing import SUPERNET, derive_message
 
+# Columns of a bar's line that are not its postfix, the bar (>= 20 columns) included:
+# "[raynas] search 100/100 archs |<bar>| 12:34<56:07, " ...
+BAR_FRAME = 64
+
+
+def fit(parts: list[str], width: int) -> str:
+    """The leading ``parts`` that fit ``width`` columns, joined by spaces."""
+    shown = ""
+    for part in parts:
+        if len(shown) + len(part) + bool(shown) > width:
+            break
+        shown = f"{shown} {part}" if shown else part
+    return shown
+
+
 # What a terminal's second line says during each phase of an epoch, and what it counts.
 PHASES = {"supernet": ("training shared weights", "steps"), "controller": ("controller", "archs"),
           "derive": ("deriving", "archs")}
@@ -48,8 +63,23 @@ class SearchProgress:
             print(f"[raynas] {line}  ({time.time() - self.started:.0f}s)", file=self.stream, flush=True)
             return
         done = int(result["training_iteration"]) if self.supernet else int(result[SEARCH]["archs_sampled"])
-        self.bar.set_postfix_str(line.split("  ", 1)[1] if self.supernet else line, refresh=False)
+        self.bar.set_postfix_str(fit(self.figures(result), self.width - BAR_FRAME), refresh=False)
         self.bar.update(done - self.bar.n)
+
+    def figures(self, result: dict[str, Any]) -> list[str]:
+        """The bar's postfix: what the bar itself does not show, most telling first."""
+        s = result[SEARCH]
+        parts = [f"best {s['best_reward']:.4f}"]
+        if SUPERNET in result:
+            w = result[SUPERNET]
+            if int(result["training_iteration"]) > self.cfg.weight_sharing.warmup_epochs:
+                parts += [f"reward {w['controller_reward_mean']:.4f}", f"entropy {w['controller_entropy']:.2f}"]
+            else:
+                parts.append("warm-up")
+            parts += [f"loss {w['shared_loss']:.3f}", f"acc {w['shared_accuracy']:.3f}"]
+        else:
+            parts.append(f"mean {s['reward_mean']:.4f}")
+        return parts
 
     def phase(self, name: str, done: int, total: int) -> None:
         """A phase inside an epoch: on a terminal a second bar with its own ETA; otherwise only the
@@ -127,7 +157,9 @@ class RetrainProgress:
                 self.say(f"retrain epoch {event['epoch']}/{self.epochs}  {figures}  ({event['wall_time']:.0f}s, "
                          f"about {event['left']:.0f}s left)")
             else:
-                self.bar.set_postfix_str(figures, refresh=False)
+                parts = [f"test acc {event['test_accuracy']:.4f}", f"train loss {event['train_loss']:.3f}",
+                         f"acc {event['train_accuracy']:.4f}", f"lr {event['lr']:.4g}"]
+                self.bar.set_postfix_str(fit(parts, self.width - BAR_FRAME), refresh=False)
                 self.bar.update(event["epoch"] - self.bar.n)
 
     def say(self, line: str) -> None:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import ray
 
+QUIET_WORKER_HOOK = "controller_policy.logs.quiet_ray_logs"
 
-def connect(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False) -> bool:
+
+def connect(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False,
+            verbose: bool = False) -> bool:
     """Initialise Ray unless it already is; return True when this call started it.
 
     ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance, or None
@@ -26,9 +29,17 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     machine, else an embedded instance. Never one found by scanning other programs' processes (Ray's
     ``auto`` does that, and joined a test suite's or another user's private instance).
     ``include_dashboard``: an embedded instance with the dashboard (and so the State API, which
-    Ray Train uses to clean up after its controller)."""
+    Ray Train uses to clean up after its controller). ``verbose``: an embedded instance's workers
+    keep the Ray/RLlib/Tune messages raynas drops (``controller_policy.logs``)."""
     if ray.is_initialized():
         return False
+    if not sys.stdout.isatty():  # Ray colours the "(task pid=...)" prefix of the worker output it forwards
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    # Every worker of an embedded instance drops the messages from its start (Tune's "Trainable.setup
+    # took ... seconds" comes before a trial's own code runs); a joined cluster's workers are its owner's.
+    embedded = dict(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
+                    logging_level=logging.WARNING,
+                    runtime_env=None if verbose else {"worker_process_setup_hook": QUIET_WORKER_HOOK})
     target = address or os.environ.get("RAY_ADDRESS") or None
     recorded = False
     if target is None:
@@ -38,8 +49,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     # a start takes seconds (minutes on a busy machine): say what is happening
     if target in (None, "local"):
         print("[raynas] connecting to Ray: an embedded instance", flush=True)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                 logging_level=logging.WARNING)
+        ray.init(**embedded)
         return True
     print(f"[raynas] connecting to Ray at {target}" + (" (the cluster `ray start` recorded here)" if recorded else ""),
           flush=True)
@@ -52,8 +62,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
         # `ray start`'s record outlived its cluster: nobody meant a dead cluster
         print(f"[raynas] the cluster `ray start` recorded at {target} does not answer: connecting to Ray: an "
               "embedded instance", flush=True)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                 logging_level=logging.WARNING)
+        ray.init(**embedded)
     return True
 
 

@@ -43,7 +43,7 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
             raise ValueError(f"data.data_dir: {data.data_dir} does not exist")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True)
+    started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True, verbose=cfg.verbose)
     queue = reader = None
     try:
         use_gpu = cfg.gpus > 0

@@ -13,12 +13,12 @@ import ray
 import torch
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
-from controller_policy.algorithms import ALGORITHMS, build_evaluator
-from controller_policy.spaces import build_space
+from controller_policy.algorithms import ALGORITHMS
 from supernet_worker.data import describe_data, load_dataset
 from supernet_worker.worker import WorkerSpec
 
-from .config import SearchConfig, from_dict, to_dict
+from .config import SearchConfig, to_dict
+from .inputs import check_inputs
 from .progress import SearchProgress, status
 from .ray_cluster import check_resources, connect
 from .weight_sharing import WS_ALGORITHMS, weight_sharing_settings
@@ -81,20 +81,11 @@ def save_checkpoint(algo, out: Path, iteration: int, keep: int) -> Path:
     return path
 
 
-def load_run_config(out: Path) -> SearchConfig:
-    path = out / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{out} holds no search to resume (no config.json)")
-    return from_dict(SearchConfig, json.loads(path.read_text())).validate()
-
-
 def preflight(cfg: SearchConfig) -> None:
     """Check the inputs that would otherwise fail after Ray started: the table, the dataset."""
-    space = build_space(cfg.space.name, **cfg.space.params)
+    check_inputs(cfg)
     if cfg.uses_supernet:
-        load_dataset(cfg.data)
-    else:
-        build_evaluator(space, {"type": "table", "path": cfg.evaluator.table, "reward_key": cfg.evaluator.reward_key})
+        load_dataset(cfg.data)  # reads and checks the images
 
 
 PROGRESS = "progress.json"
@@ -134,7 +125,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, on_result: Callable[[Any
         if cfg.evaluator.table:
             saved["evaluator"]["table"] = str(Path(cfg.evaluator.table).resolve())
         (out / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-    started_ray = connect(cfg.ray_address, cfg.num_cpus)
+    started_ray = connect(cfg.ray_address, cfg.num_cpus, verbose=cfg.verbose)
     algo = progress = None
     try:
         if cfg.uses_supernet:

@@ -16,38 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SOURCES = ("auto", "arrays", "cifar10", "synthetic")
-CIFAR10_FOLDER = "cifar-10-batches-py"
-
-
-@dataclass
-class DataConfig:
-    source: str = "auto"
-    data_dir: str | None = None
-    download: bool = False  # torchvision may fetch CIFAR-10 into data_dir
-    train_size: int = 45000  # taken from the training set ...
-    valid_size: int = 5000  # ... disjoint from these (ENAS: 45,000 / 5,000)
-    split_seed: int = 0
-    batch_size: int = 128
-    eval_batch_size: int = 256
-    augment: bool = True
-    cutout: int = 0  # side of the cutout square in pixels, 0 = off (retraining option)
-    # generated data (source: synthetic)
-    synthetic_train: int = 1200
-    synthetic_test: int = 200
-    synthetic_image_size: int = 32
-    synthetic_channels: int = 3
-    synthetic_classes: int = 10
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES}, got {self.source!r}")
-        for key in ("train_size", "valid_size", "batch_size", "eval_batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
-        if self.cutout < 0:
-            raise ValueError(f"data.cutout must be >= 0, got {self.cutout}")
-
+from .settings import CIFAR10_FOLDER, DataConfig
 
 @dataclass
 class ImageData:
@@ -78,23 +47,11 @@ def describe_data(config: DataConfig) -> str:
 
 
 def load_dataset(config: DataConfig) -> ImageData:
-    source = config.source
-    data_dir = Path(config.data_dir).expanduser() if config.data_dir else None
+    source = config.locate()
     if source == "synthetic":
         return make_synthetic(config.synthetic_train, config.synthetic_test, config.synthetic_image_size,
                               config.synthetic_channels, config.synthetic_classes, seed=config.split_seed)
-    if data_dir is None:
-        raise ValueError(f"data.data_dir is required for data.source={source!r}")
-    if source == "auto":
-        if (data_dir / "train.npz").is_file():
-            source = "arrays"
-        elif (data_dir / CIFAR10_FOLDER).is_dir() or config.download:
-            source = "cifar10"
-        else:
-            raise ValueError(
-                f"no dataset found in {data_dir}: expected train.npz and test.npz (uint8 x [N,H,W,C], "
-                f"int y [N]) or CIFAR-10's original '{CIFAR10_FOLDER}/' folder (or set data.download: true)"
-            )
+    data_dir = Path(config.data_dir).expanduser()
     if source == "arrays":
         return load_arrays(data_dir)
     return load_cifar10(data_dir, download=config.download)

@@ -10,10 +10,9 @@ Rank 0 also sends its progress (start, minibatches, epochs) to the driver's queu
 from __future__ import annotations
 
 import csv
-import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +26,11 @@ from controller_policy.spaces import build_space
 
 from .data import Batches, DataConfig, channel_stats, load_dataset
 from .export import FORMATS, ExportedClassifier, ExportError, export_classifier, write_model_json
+from .settings import TrainSettings
 from .supernets import SupernetConfig, build_child
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_accuracy", "lr", "wall_time"]
 MODEL_FILE = "model.pt"
-
-
-@dataclass
-class TrainSettings:
-    """SGD (nesterov) with a cosine schedule from lr_max to lr_min over the epochs."""
-
-    epochs: int = 10
-    lr_max: float = 0.05
-    lr_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    aux_weight: float = 0.4  # with supernet.auxiliary
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
-        if not 0 <= self.lr_min <= self.lr_max or self.lr_max <= 0:
-            raise ValueError(f"train: need 0 <= lr_min <= lr_max and lr_max > 0, got {self.lr_min}, {self.lr_max}")
-        if self.grad_clip <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("train: grad_clip must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
-
-    def lr(self, epoch: int) -> float:
-        return self.lr_min + 0.5 * (self.lr_max - self.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs))
 
 
 def training_indices(num_images: int, config: DataConfig) -> np.ndarray:

@@ -9,7 +9,6 @@ stays identical. How K ranks share ENAS's recipe is ``OptimConfig.data_parallel`
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import socket
 from dataclasses import dataclass, field, replace
@@ -23,79 +22,8 @@ import torch.distributed as dist
 from controller_policy import ControllerConfig, ENASController, build_space
 
 from .data import DataConfig, make_splits
+from .settings import OptimConfig, ScoringConfig, data_parallel_plan  # noqa: F401 (also imported from here)
 from .supernets import SupernetConfig, build_supernet, recalibrated_batch_norm
-
-
-DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
-
-
-@dataclass
-class OptimConfig:
-    """ENAS's shared-weight optimiser: SGD (momentum 0.9, nesterov), cosine with warm restarts.
-
-    With K > 1 supernet workers every rank trains on its own disjoint shard of each epoch (one
-    epoch is still one pass over the training split) and ``data_parallel`` says how the recipe
-    scales:
-
-    - ``split_batch`` (default): the global minibatch stays ``data.batch_size``, split evenly over
-      the K ranks; the number of optimizer steps per epoch and the learning rates are ENAS's,
-      unchanged. Each step trains K children (one per rank) on batch_size / K images each.
-    - ``scale_lr``: every rank takes ``data.batch_size`` images per step (global batch K x
-      batch_size, K times fewer steps per epoch); ``lr_max`` and ``lr_min`` are scaled by K
-      (linear scaling, Goyal et al. 2017) and the learning rate ramps linearly from the unscaled
-      value over the first ``warmup_epochs`` epochs. Faster per epoch on GPUs, no longer ENAS's recipe.
-    """
-
-    lr_max: float = 0.05
-    lr_min: float = 0.0005
-    momentum: float = 0.9
-    weight_decay: float = 0.00025
-    restart_period: int = 10  # epochs of the first cosine cycle (ENAS lr_T_0)
-    restart_mult: int = 2  # each cycle this many times longer (ENAS lr_T_mul)
-    grad_clip: float = 5.0
-    data_parallel: str = "split_batch"  # or "scale_lr": how K > 1 workers share an epoch (see above)
-    warmup_epochs: float = 1.0  # scale_lr only
-
-    def __post_init__(self) -> None:
-        if self.data_parallel not in DATA_PARALLEL_RULES:
-            raise ValueError(f"optim.data_parallel must be one of {', '.join(DATA_PARALLEL_RULES)}, "
-                             f"got {self.data_parallel!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if not 0 < self.lr_min <= self.lr_max:
-            raise ValueError(f"optim: need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
-        if self.restart_period < 1 or self.restart_mult < 1:
-            raise ValueError("optim.restart_period and optim.restart_mult must be >= 1")
-        if self.grad_clip <= 0:
-            raise ValueError(f"optim.grad_clip must be > 0, got {self.grad_clip}")
-
-
-@dataclass
-class ScoringConfig:
-    """How the shared weights score a child (``weight_sharing.scoring``). Defaults are ENAS's.
-
-    - ``reward_batches``: validation minibatches whose accuracy is averaged into one reward
-      (ENAS: 1). More batches, less noise, proportionally more evaluation time.
-    - ``same_batches``: every architecture of one controller iteration is scored on the same
-      minibatches (drawn anew each iteration), so rewards compared with each other (the
-      baseline, PPO's advantages) differ by architecture, not by batch difficulty.
-    - ``bn_calibration_batches``: 0 normalises with the scored batch's own statistics (the
-      supernet has no running averages: they would mix every child). N > 0 re-estimates each
-      child's batch-norm statistics on N fixed training minibatches before scoring it in eval
-      mode (as SPOS, Guo et al. 2020), for rewards and the derivation alike; N forward passes
-      per child.
-    """
-
-    reward_batches: int = 1
-    same_batches: bool = False
-    bn_calibration_batches: int = 0
-
-    def __post_init__(self) -> None:
-        if self.reward_batches < 1:
-            raise ValueError(f"weight_sharing.scoring.reward_batches must be >= 1, got {self.reward_batches}")
-        if self.bn_calibration_batches < 0:
-            raise ValueError("weight_sharing.scoring.bn_calibration_batches must be >= 0, got "
-                             f"{self.bn_calibration_batches}")
 
 
 @dataclass
@@ -114,17 +42,6 @@ class WorkerSpec:
 
 
 SAMPLE_CHUNK = 1024  # architectures per batched controller walk on a worker
-
-
-def data_parallel_plan(optim: OptimConfig, batch_size: int, workers: int, train_images: int) -> tuple[int, int, float]:
-    """(minibatch per rank, optimizer steps per epoch, learning-rate factor) for ``workers`` ranks
-    under ``optim.data_parallel``; every epoch is one pass over the ``train_images``."""
-    if workers == 1 or optim.data_parallel == "split_batch":
-        if batch_size % workers:
-            raise ValueError(f"data.batch_size ({batch_size}) must be divisible by the {workers} supernet workers "
-                             "with optim.data_parallel: split_batch (or use scale_lr)")
-        return batch_size // workers, math.ceil(train_images / batch_size), 1.0
-    return batch_size, math.ceil(train_images / (batch_size * workers)), float(workers)
 
 
 def _free_port() -> int:

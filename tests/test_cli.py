@@ -29,7 +29,7 @@ def table(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--algo", "foo"], "raynas search: argument --algo: invalid choice: 'foo'"),
     (["--space", "darts"], "raynas search: argument --space: invalid choice: 'darts'"),
-    (["--reward-key", "accuracy"], "has no metric named 'accuracy' (it has 2)"),
+    (["--reward-key", "accuracy"], "has no metric named 'accuracy' (it has 'valid', 'test')"),
     (["--budget", "0"], "budget must be >= 1"),
 ])
 def test_bad_search_arguments_one_line_exit_2(tmp_path, table, args, message):
@@ -87,7 +87,8 @@ def test_resume_refuses_options_it_would_ignore(tmp_path):
 def test_flag_choices_are_the_registries():
     from controller_policy.algorithms import ALGORITHMS
     from controller_policy.spaces import SPACES
-    from services.cli.common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES
+    from controller_policy.settings import ALGORITHM_NAMES
+    from services.cli.common import EVALUATORS, SPACE_NAMES
     from services.config import EVALUATORS as CONFIG_EVALUATORS
 
     assert set(SPACE_NAMES) == set(SPACES) and set(ALGORITHM_NAMES) == set(ALGORITHMS)
@@ -97,7 +98,8 @@ def test_flag_choices_are_the_registries():
 def test_saved_config_has_absolute_paths_for_resume(ray_session, tmp_path, monkeypatch):
     """A search resumed from another directory still finds its table, data and outputs."""
     from controller_policy.landscapes import nb201_landscape
-    from services.search import load_run_config, run_search
+    from services.config import load_run_config
+    from services.search import run_search
 
     table = tmp_path / "table.json"
     table.write_text(json.dumps(nb201_landscape(0)))
@@ -121,7 +123,8 @@ def test_a_checkpoint_half_written_when_the_search_was_killed_is_never_resumed_f
     failed with "pickle data was truncated"); resume uses the newest complete checkpoint instead."""
     from controller_policy.landscapes import nb201_landscape
     from services.api.server import search_command
-    from services.search import latest_checkpoint, load_run_config, run_search
+    from services.config import load_run_config
+    from services.search import latest_checkpoint, run_search
 
     table = tmp_path / "table.json"
     table.write_text(json.dumps(nb201_landscape(0)))

@@ -28,12 +28,11 @@ from ..evaluators import Evaluation, Evaluator, TableEvaluator
 from ..health import PolicyMonitor
 from ..logs import quiet_ray_logs
 from ..rl_module import ControllerRLModule, controller_model_config
+from ..settings import RUNNING, check_budget_mode, check_reward_scale
 from ..spaces import SearchSpace, build_space
 from ..trajectory import TrajectoryRecorder
 
 SEARCH = "search"
-RUNNING = "running"
-BUDGET_MODES = ("all", "unique")
 #: with budget_mode unique, a search whose policy proposes only repeats stops after this many
 #: proposals per unit of budget (the summary says so)
 MAX_PROPOSALS_PER_BUDGET = 20
@@ -113,22 +112,6 @@ class SearchConfigMixin:
             raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         check_reward_scale(self.reward_scale)
         check_budget_mode(self.budget_mode, weight_sharing=self.weight_sharing is not None)
-
-
-def check_budget_mode(mode: Any, weight_sharing: bool) -> None:
-    if mode not in BUDGET_MODES:
-        raise ValueError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {mode!r}")
-    if mode == "unique" and weight_sharing:
-        raise ValueError("budget_mode 'unique' needs a fixed evaluator (a table): a training supernet scores the "
-                         "same architecture differently as it learns, so a cache would answer with stale rewards")
-
-
-def check_reward_scale(value: Any) -> None:
-    if value == "auto":
-        raise ValueError("reward_scale 'auto' was removed: it divided by the table's optimum, knowledge a "
-                         "search must not have; use 'running' (the largest |reward| observed so far) or a number")
-    if value != RUNNING and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-        raise ValueError(f"reward_scale must be 'running' or a positive number, got {value!r}")
 
 
 def build_evaluator(space: SearchSpace, spec: dict[str, Any] | None, seed: int = 0) -> Evaluator | None:

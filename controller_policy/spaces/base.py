@@ -122,6 +122,8 @@ class SearchSpace(ABC):
                 f"{self.name}: expected {self.num_decisions} decisions, got {len(actions)}"
             )
         for t, a in enumerate(actions):
+            if 0 <= a < self.max_choices and self._static_masks[t, a]:  # masks depend on the position only
+                continue
             legal = np.flatnonzero(self.mask(t, actions[:t]))
             if a not in legal:
                 d = self.decisions[t]

@@ -15,12 +15,22 @@ from .search import add_search_commands
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="raynas", description="Distributed ENAS with a PPO controller on Ray")
+    parser.add_argument("--version", action="version", version=f"raynas {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_search_commands(sub)
     add_model_commands(sub)
     add_remote_commands(sub)
     add_client_commands(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raynas")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail
+from controller_policy.settings import ALGORITHM_NAMES
+
+from .common import EVALUATORS, SPACE_NAMES, fail
 
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 EXIT_CODES = """exit codes: 0 done; 1 the watched search ended FAILED or CANCELLED; 2 bad usage, a refused call

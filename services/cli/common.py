@@ -6,9 +6,8 @@ import sys
 from typing import Any
 
 # Choices for flags, kept here so `raynas --help` and `raynas client` need no torch import; a test
-# checks them against the registries (controller_policy.spaces.SPACES, controller_policy.algorithms).
+# checks them against the registries (controller_policy.spaces.SPACES, services.config.EVALUATORS).
 SPACE_NAMES = ("enas_macro", "enas_micro", "nb201")
-ALGORITHM_NAMES = ("ppo", "reinforce", "rea", "random")
 EVALUATORS = ("supernet", "table")
 
 
@@ -42,4 +41,5 @@ class Parser(argparse.ArgumentParser):
     checking a command line it will not run (``raynas submit``'s job command) can say whose it is."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        command = "" if self.prog == "raynas" else f"{self.prog}: "  # `fail` already says "raynas: error:"
+        raise UsageError(f"{command}{message} (see `{self.prog} --help`)")

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import ALGORITHM_NAMES, EVALUATORS, SPACE_NAMES, fail, parse_sets
+from controller_policy.settings import ALGORITHM_NAMES
+
+from .common import EVALUATORS, SPACE_NAMES, fail, parse_sets
 
 # Options --resume cannot honour (it continues what config.json says), and compare's defaults.
 RESUME_CONFLICTS = ("config", "set", "verbose", "space", "evaluator", "table", "reward_key", "algo", "budget",
@@ -69,10 +71,12 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def search_config(args: argparse.Namespace):
-    """The ``SearchConfig`` a ``search``/``compare`` command line means (ConfigError when invalid)."""
+    """The ``SearchConfig`` a ``search``/``compare`` command line means (ConfigError when invalid), its
+    table and data directory absolute: trials run in directories of their own."""
     from ..config import load_config
+    from ..inputs import resolve_paths
 
-    return load_config(args.config, _overrides(args))
+    return resolve_paths(load_config(args.config, _overrides(args)))
 
 
 def resume_config(args: argparse.Namespace):
@@ -80,7 +84,7 @@ def resume_config(args: argparse.Namespace):
     may have changed) and as verbose as ``--verbose`` asks; nothing else changes."""
     import dataclasses
 
-    from ..search import load_run_config
+    from ..config import load_run_config
 
     cfg = load_run_config(Path(args.resume))
     if args.address is not None:
@@ -90,22 +94,31 @@ def resume_config(args: argparse.Namespace):
     return cfg
 
 
+def _results_so_far(out: str) -> str:
+    """What a failed search says of its output directory: where its results are, if it wrote any."""
+    return f" (results so far are in {out})" if (Path(out) / "trajectory.jsonl").is_file() else ""
+
+
 def cmd_search(args: argparse.Namespace) -> None:
+    # Everything a command line can get wrong is checked before torch and Ray are imported (seconds).
     from ..config import ConfigError
-    from ..search import run_search
+    from ..inputs import check_inputs
 
     if args.resume:
         _refuse_with_resume(args, "search", honoured=("verbose",))
     try:
         cfg = resume_config(args) if args.resume else search_config(args)
+        check_inputs(cfg)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
+    from ..search import run_search
+
     try:
         summary = run_search(cfg, resume=bool(args.resume))
     except ConnectionError as exc:  # the named cluster does not answer
         fail(str(exc))
     except (KeyError, ValueError) as exc:  # e.g. an architecture missing from the table
-        fail(f"{exc.args[0] if exc.args else exc} (results so far are in {cfg.out})")
+        fail(f"{exc.args[0] if exc.args else exc}{_results_so_far(cfg.out)}")
     from .summary import search_summary
 
     print("\n".join(search_summary(cfg, summary)))
@@ -113,23 +126,34 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from ..config import ConfigError, load_config
-    from ..experiments.compare import resume_compare, run_compare
-    from ..ray_cluster import connect
+    from ..inputs import check_experiment, check_inputs
 
     if args.resume:
         _refuse_with_resume(args, "experiment")
+    try:  # what a command line can get wrong, before torch and Ray are imported
+        if args.resume:
+            check_experiment(args.resume)
+        else:
+            cfg = search_config(args)
+            algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+            if not algos:
+                raise ConfigError(f"--algos names no algorithm, got {args.algos!r}")
+            for algo in algos:
+                load_config(args.config, {**_overrides(args), "algo": algo})  # names a bad one
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+            check_inputs(cfg)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    from ..experiments.compare import resume_compare, run_compare
+    from ..ray_cluster import connect
+
     try:
         if args.resume:
             connect(args.address)
             grid = resume_compare(args.resume)
         else:
-            cfg = search_config(args)
-            algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-            for algo in algos:
-                load_config(args.config, {**_overrides(args), "algo": algo})  # names a bad one
-            if args.seeds < 1:
-                raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-            connect(cfg.ray_address, cfg.num_cpus)
+            connect(cfg.ray_address, cfg.num_cpus, verbose=cfg.verbose)
             grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
     except (ConfigError, ValueError, ConnectionError) as exc:
         fail(str(exc))

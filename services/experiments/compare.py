@@ -22,6 +22,7 @@ from controller_policy.logs import quiet_ray_logs
 
 from . import storage
 from ..config import SearchConfig, from_dict, to_dict
+from ..inputs import COMPARE_CONFIG
 from ..progress import TrialProgress
 from ..search import algorithm_config, preflight
 from ..weight_sharing import worker_bundles
@@ -93,9 +94,6 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
         callbacks=[*([] if cfg.verbose else [TrialProgress(len(algos) * seeds)]), *(callbacks or [])],
     )
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
-
-
-COMPARE_CONFIG = "raynas_compare.json"
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -11,30 +10,7 @@ from torch import Tensor, nn
 from controller_policy.spaces import Arch, SearchSpace
 
 from ..ops import AuxiliaryHead
-
-
-@dataclass
-class SupernetConfig:
-    """Widths and depths of the shared-weight network (tiny on CPU presets, paper-sized on GPU)."""
-
-    channels: int = 16  # macro: filters of every layer; micro/nb201: filters of the first stage
-    num_cells: int = 1  # micro: normal cells per stage; nb201: cells per stage (5 in NAS-Bench-201)
-    dropout: float = 0.0  # before the classifier
-    bn_track_running_stats: bool = False  # True for retraining a child (eval uses running averages)
-    # Final-training options (ENAS's retraining of the found architecture):
-    drop_path: float = 0.0  # micro: drop probability of each non-identity op path (ramped up by the trainer)
-    auxiliary: bool = False  # an auxiliary classifier at 2/3 depth (training returns (logits, aux_logits))
-    widen_at_reduction: bool = False  # macro: double the filters at each reduction (ENAS's final macro nets)
-
-    def __post_init__(self) -> None:
-        if self.channels < 2:
-            raise ValueError(f"supernet.channels must be >= 2, got {self.channels}")
-        if self.num_cells < 1:
-            raise ValueError(f"supernet.num_cells must be >= 1, got {self.num_cells}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"supernet.dropout must lie in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"supernet.drop_path must lie in [0, 1), got {self.drop_path}")
+from ..settings import SupernetConfig
 
 
 class Supernet(nn.Module):
