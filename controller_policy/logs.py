@@ -2,8 +2,10 @@
 (a filter on the logger that emits each, a warnings filter scoped to gymnasium); ``--verbose`` skips this."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from typing import Iterator, Sequence
 
 # (logger, words of the message): each was seen on every run and is about RLlib's internals.
 NOISE = (
@@ -15,6 +17,10 @@ NOISE = (
     # Tune snapshots the experiment whenever a trial has written keep_checkpoints checkpoints (so a
     # restore never points at a deleted one): with one checkpoint per iteration, that is by design
     ("ray.tune.execution.experiment_state", "Experiment state snapshotting has been triggered multiple times"),
+    # a failed trial's traceback, again at each retry: `compare` says why in one line and where
+    # the trial's error.txt holds it
+    ("ray.tune.execution.tune_controller", "Trial task failed"),
+    ("ray.tune.tune", "Trials did not complete"),  # `compare` lists them, one line each
 )
 
 
@@ -40,6 +46,26 @@ def quiet_ray_logs() -> None:
     # RLlib registers its env wrapper again for every env runner it builds.
     warnings.filterwarnings("ignore", message=r".*Overriding environment rllib-", category=UserWarning,
                             module=r"gymnasium\..*")
+
+
+#: what Ray logs while it packages and uploads a job's working directory: every file it skips,
+#: every package it creates (INFO and WARNING, one line each)
+UPLOAD_LOGGERS = ("ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir",
+                  "ray.dashboard.modules.dashboard_sdk")
+
+
+@contextlib.contextmanager
+def only_errors_from(names: Sequence[str]) -> Iterator[None]:
+    """Within: the loggers ``names`` pass only errors (their levels are restored after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def quiet_ray_train_worker() -> None:

@@ -4,6 +4,7 @@ and jobs run elsewhere), and the table, dataset or experiment they point to."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from controller_policy.evaluators import TableEvaluator
@@ -13,6 +14,7 @@ from .config import SearchConfig
 
 #: the file that makes a directory a ``raynas compare`` experiment (written before trials start)
 COMPARE_CONFIG = "raynas_compare.json"
+CHECKPOINTS = "checkpoints"  # a search's, below its output directory
 
 
 def absolute(path: str) -> str:
@@ -44,3 +46,15 @@ def check_experiment(location: str) -> None:
     when it is opened)."""
     if "://" not in location and not (Path(location) / COMPARE_CONFIG).is_file():
         raise ValueError(f"{location} is not a raynas compare experiment (no {COMPARE_CONFIG})")
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """``iter_NNNNNN`` directories, oldest first; never an ``iter_NNNNNN.tmp`` a killed save left."""
+    if not (out / CHECKPOINTS).is_dir():
+        return []
+    return sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if re.fullmatch(r"iter_\d+", p.name))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = complete_checkpoints(out)
+    return ckpts[-1] if ckpts else None

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from controller_policy.logs import UPLOAD_LOGGERS, only_errors_from
+
 PACKAGES = ("controller_policy", "supernet_worker", "services")
 # Never uploaded: environments, results, data and caches (Ray caps a working_dir at 500 MiB).
 EXCLUDES = [".venv", ".git", "runs", "data", "*.npz", "*.pt", "__pycache__", "*.egg-info", ".pytest_cache",
@@ -119,9 +121,10 @@ class RaynasJobs:
         env = project_runtime_env(working_dir)
         if submission_id is not None and self.exists(submission_id):
             raise JobsError(f"job id {submission_id!r} is already taken on {self.address}: ids are never reused")
-        return self._call(None, lambda: self.client.submit_job(
-            entrypoint=ep, runtime_env=env, submission_id=submission_id, metadata=metadata or {},
-            entrypoint_num_gpus=entrypoint_num_gpus))
+        with only_errors_from(UPLOAD_LOGGERS):  # not a line per file it packages
+            return self._call(None, lambda: self.client.submit_job(
+                entrypoint=ep, runtime_env=env, submission_id=submission_id, metadata=metadata or {},
+                entrypoint_num_gpus=entrypoint_num_gpus))
 
     def exists(self, job_id: str) -> bool:
         try:

@@ -179,6 +179,7 @@ class TrialProgress(tune.Callback):
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.started: set[str] = set()
         self.running: set[str] = set()
         self.done: set[str] = set()
         self.failed: set[str] = set()
@@ -190,8 +191,10 @@ class TrialProgress(tune.Callback):
               flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        again = trial.trial_id in self.started
+        self.started.add(trial.trial_id)
         self.running.add(trial.trial_id)
-        self._say(trial, "started")
+        self._say(trial, "restarted after a failure (from its last checkpoint, if any)" if again else "started")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)

@@ -21,7 +21,7 @@ QUIET_WORKER_HOOK = "controller_policy.logs.quiet_ray_logs"
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, include_dashboard: bool = False,
-            verbose: bool = False) -> bool:
+            verbose: bool = False, worker_output: bool = True) -> bool:
     """Initialise Ray unless it already is; return True when this call started it.
 
     ``address``: a cluster (``HOST:PORT``, ``ray://…``), ``local`` for an embedded instance, or None
@@ -30,7 +30,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     ``auto`` does that, and joined a test suite's or another user's private instance).
     ``include_dashboard``: an embedded instance with the dashboard (and so the State API, which
     Ray Train uses to clean up after its controller). ``verbose``: an embedded instance's workers
-    keep the Ray/RLlib/Tune messages raynas drops (``controller_policy.logs``)."""
+    keep the Ray/RLlib/Tune messages raynas drops (``controller_policy.logs``). ``worker_output``:
+    what Ray's worker processes print is shown here (``False`` for a command whose workers report
+    through raynas's own channel: then only their errors, raised here, are seen)."""
     if ray.is_initialized():
         return False
     if not sys.stdout.isatty():  # Ray colours the "(task pid=...)" prefix of the worker output it forwards
@@ -38,7 +40,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     # Every worker of an embedded instance drops the messages from its start (Tune's "Trainable.setup
     # took ... seconds" comes before a trial's own code runs); a joined cluster's workers are its owner's.
     embedded = dict(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                    logging_level=logging.WARNING,
+                    logging_level=logging.WARNING, log_to_driver=worker_output,
                     runtime_env=None if verbose else {"worker_process_setup_hook": QUIET_WORKER_HOOK})
     target = address or os.environ.get("RAY_ADDRESS") or None
     recorded = False
@@ -54,7 +56,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     print(f"[raynas] connecting to Ray at {target}" + (" (the cluster `ray start` recorded here)" if recorded else ""),
           flush=True)
     try:
-        ray.init(address=target, logging_level=logging.WARNING)
+        ray.init(address=target, logging_level=logging.WARNING, log_to_driver=worker_output)
     except ConnectionError as exc:
         if not recorded:
             raise ConnectionError(f"cannot join the Ray cluster at {target}: {exc} (is it running? check the "

@@ -7,6 +7,7 @@ with the same ``--out`` again continues from the last one.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from supernet_worker.export import FORMATS, MODEL_JSON
 from supernet_worker.retrain import MODEL_FILE, train_child
 
 from .config import RetrainConfig
+from .interrupts import exit_now
 from .progress import RetrainProgress, status
 from .ray_cluster import connect
 
@@ -33,6 +35,24 @@ def load_architecture(cfg: RetrainConfig, arch_file: str | Path) -> list[int]:
     return list(load_arch_file(space, arch_file))
 
 
+class InterruptibleTrainer(TorchTrainer):
+    """Ray Train's Ctrl-C, raynas's way. Ray Train aborts the run gracefully on the first Ctrl-C
+    but then exits the driver (status 1, nothing said); here the abort is the same and ``fit``
+    returns, ``interrupted`` tells the caller, and a second Ctrl-C ends the process at once."""
+
+    interrupted = False
+
+    def _register_sigint_handler(self, controller) -> None:  # called by fit() in the main thread
+        def abort(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            signal.signal(signal.SIGINT, exit_now)
+            print("[raynas] stopping: Ray Train aborts the run; its checkpoints stay (Ctrl-C again to end at once)",
+                  flush=True)
+            controller.abort.remote()
+
+        signal.signal(signal.SIGINT, abort)
+
+
 def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
     """Train; return the last epoch's metrics. Files: metrics.csv, model.pt, its exports, model.json."""
     arch = load_architecture(cfg, arch_file)
@@ -43,7 +63,9 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
             raise ValueError(f"data.data_dir: {data.data_dir} does not exist")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True, verbose=cfg.verbose)
+    started_ray = connect(cfg.ray_address, cfg.num_cpus, include_dashboard=True, verbose=cfg.verbose,
+                          # rank 0 reports through the queue; the rest is Ray Train's own chatter
+                          worker_output=cfg.verbose)
     queue = reader = None
     try:
         use_gpu = cfg.gpus > 0
@@ -54,7 +76,7 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
         loop_config = {"space": cfg.space.name, "space_params": cfg.space.params, "arch": arch,
                        "supernet": cfg.supernet, "data": data, "train": cfg.train, "out": str(out),
                        "seed": cfg.seed, "progress": queue, "verbose": cfg.verbose}
-        trainer = TorchTrainer(train_child, train_loop_config=loop_config, scaling_config=scaling,
+        trainer = InterruptibleTrainer(train_child, train_loop_config=loop_config, scaling_config=scaling,
                                run_config=RunConfig(name=RUN_NAME, storage_path=str(out / "ray_train"),
                                                     checkpoint_config=CheckpointConfig(num_to_keep=2),
                                                     # its INFO lines repeat what the progress shows
@@ -65,9 +87,15 @@ def run_retrain(cfg: RetrainConfig, arch_file: str | Path) -> dict[str, Any]:
         try:
             result = trainer.fit()
             reader.stop()  # after the last events
-        except TrainingFailedError as exc:
+        except Exception as exc:
+            if trainer.interrupted:  # the aborted controller exits: its run() ends in an ActorDiedError
+                raise KeyboardInterrupt from None
+            if not isinstance(exc, TrainingFailedError):
+                raise
             raise RuntimeError(f"retraining failed: {_root_cause(exc)} (checkpoints kept in {out}/ray_train; "
                                "the same command resumes)") from None
+        if trainer.interrupted:
+            raise KeyboardInterrupt
         return dict(result.metrics)
     finally:
         if reader is not None:

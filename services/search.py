@@ -3,7 +3,6 @@ iteration on a table), checkpoint as it goes, and resume an interrupted search."
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -18,13 +17,10 @@ from supernet_worker.data import describe_data, load_dataset
 from supernet_worker.worker import WorkerSpec
 
 from .config import SearchConfig, to_dict
-from .inputs import check_inputs
+from .inputs import CHECKPOINTS, check_inputs, complete_checkpoints, latest_checkpoint
 from .progress import SearchProgress, status
 from .ray_cluster import check_resources, connect
 from .weight_sharing import WS_ALGORITHMS, weight_sharing_settings
-
-CHECKPOINTS = "checkpoints"
-
 
 def algorithm_config(cfg: SearchConfig, out_dir: str):
     """The RLlib ``AlgorithmConfig`` of a search (tabular or weight sharing)."""
@@ -55,18 +51,6 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         settings["grad_clip"] = None
     algo.training(**{**defaults, **settings})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
-
-
-def complete_checkpoints(out: Path) -> list[Path]:
-    """``iter_NNNNNN`` directories, oldest first; never an ``iter_NNNNNN.tmp`` a killed save left."""
-    if not (out / CHECKPOINTS).is_dir():
-        return []
-    return sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if re.fullmatch(r"iter_\d+", p.name))
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = complete_checkpoints(out)
-    return ckpts[-1] if ckpts else None
 
 
 def save_checkpoint(algo, out: Path, iteration: int, keep: int) -> Path:

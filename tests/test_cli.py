@@ -206,3 +206,78 @@ def test_a_tabular_search_ends_with_what_it_found(tmp_path):
     assert lines[-1].startswith(f"[raynas] next   raynas compare --space nb201 --evaluator table --table {table} "
                                 "--reward-key valid --budget 8 --algos ppo,reinforce,rea,random --seeds 3")
     build_parser().parse_args(lines[-1].split("#")[0].split()[3:])
+
+
+def test_compare_resolves_a_relative_table_and_exits_non_zero_when_trials_fail(tmp_path):
+    """The table is named relative to the caller's directory (trials run in directories of their own);
+    the macro space is too large to check the table's coverage up front, so its trials fail on a
+    missing architecture: one line each, where the traceback is, exit 1."""
+    import numpy as np
+
+    from controller_policy.spaces import build_space
+
+    space = build_space("enas_macro")
+    rng = np.random.default_rng(0)
+    (tmp_path / "t.json").write_text(json.dumps({space.to_string(space.sample(rng)): 0.5 for _ in range(3)}))
+    result = raynas("compare", "--space", "enas_macro", "--evaluator", "table", "--table", "t.json", "--budget", "8",
+                    "--algos", "random", "--seeds", "1", "--storage", "tune", "--address", "local", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    failed = [line for line in result.stdout.splitlines() if ": failed: " in line]
+    assert len(failed) == 1 and failed[0].startswith("[raynas] random     seed 0: failed: KeyError: architecture ")
+    assert f"is not in table {tmp_path / 't.json'}  (traceback: {tmp_path}/tune/compare/search_trial_" in failed[0]
+    assert Path(failed[0].split("(traceback: ")[1].rstrip(")")).is_file()
+    assert "Traceback" not in result.stdout + result.stderr and "Trials did not complete" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "raynas: error: 1 of 1 trials failed (their lines above say why)"
+
+
+def test_checked_before_anything_starts(tmp_path):
+    """A table that lacks architectures of the space, a directory without a dataset, a compare
+    experiment that is not one: refused in one line before Ray (or torch) is imported."""
+    from controller_policy.landscapes import nb201_landscape
+
+    table = dict(nb201_landscape(0))
+    missing = next(iter(table))
+    del table[missing]
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    for argv, said in (
+            (["search", "--space", "nb201", "--evaluator", "table", "--table", "t.json", "--reward-key", "valid"],
+             f"table {tmp_path / 't.json'} has 15624 of the 15625 architectures of the nb201 space; a search can "
+             f"sample any of them, and {missing} is missing"),
+            (["search", "--data-dir", "."],
+             f"no dataset found in {tmp_path}: expected train.npz and test.npz"),
+            (["compare", "--resume", "nowhere"], "nowhere is not a raynas compare experiment (no raynas_compare.json)"),
+            (["search", "--set", "ppo.lr=abc"], "ppo.lr must be a number or null, got 'abc' (a string); e.g. --set "
+                                                "ppo.lr=0.001"),
+            (["search", "--bogus"], "raynas: error: unrecognized arguments: --bogus (see `raynas --help`)")):
+        result = raynas(*argv, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
+        assert result.stdout == ""  # not even "connecting to Ray"
+
+
+def test_the_refusals_import_neither_torch_nor_ray():
+    code = ("import sys; from services.cli import main\n"
+            "try:\n    main(['search', '--budget', '-5'])\nexcept SystemExit as exc:\n    assert exc.code == 2\n"
+            "heavy = [m for m in ('torch', 'ray') if m in sys.modules]\nassert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = raynas("--version")
+    assert result.returncode == 0 and result.stdout == f"raynas {version('raynas')}\n"
+
+
+def test_worker_output_reaches_a_pipe_without_colour_codes(tmp_path):
+    """Ray prefixes what a worker prints with `(task pid=...)`, coloured: not into a pipe. The
+    embedded instance's workers drop Tune's setup-time message from their start."""
+    code = ("import logging, time, ray\nfrom services.ray_cluster import connect\nconnect('local', 1)\n"
+            "@ray.remote\ndef probe():\n    print('hello from a worker', flush=True)\n"
+            "    return [getattr(f, 'words', '') for f in logging.getLogger('ray.tune.trainable.trainable').filters]\n"
+            "print(ray.get(probe.remote()), flush=True)\ntime.sleep(3)\nray.shutdown()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    assert "hello from a worker" in result.stdout and "\x1b[" not in result.stdout + result.stderr, result.stdout
+    assert "['Trainable.setup took']" in result.stdout

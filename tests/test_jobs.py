@@ -177,3 +177,24 @@ def test_stop_a_running_job(ray_head, tmp_path, capsys):
     assert code == 1 and "STOPPED" in out
     code, _, err = run_cli(capsys, "submit", "--address", url, "--job-id", "raynas-stop-me", "--", *search)
     assert code == 2 and "job id 'raynas-stop-me' is already taken" in err
+
+
+def test_ctrl_c_while_following_a_submitted_job_leaves_it_running(ray_head, tmp_path, capsys):
+    from tests.test_interrupts import Command
+
+    url = ray_head.jobs_url
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(nb201_landscape(1)))
+    command = Command("submit", "--address", url, "--job-id", "raynas-followed", "--follow", "--", "search", "--space",
+                      "nb201", "--evaluator", "table", "--table", str(table), "--budget", "100000", "--out",
+                      str(tmp_path / "long"))
+    command.wait_for_line("[raynas] submitted job raynas-followed")
+    command.interrupt()
+    code, out, err = command.finish()
+    assert code == 130, err
+    assert err == (f"raynas: interrupted; job raynas-followed goes on; follow it with: raynas jobs logs raynas-followed "
+                   f"--follow --address {url} (stop it with: raynas jobs stop raynas-followed --address {url})\n"), err
+    code, out, _ = run_cli(capsys, "jobs", "status", "raynas-followed", "--address", url)
+    assert code == 0 and out.split()[1].rstrip(":") in ("PENDING", "RUNNING"), out
+    code, out, _ = run_cli(capsys, "jobs", "stop", "raynas-followed", "--address", url)
+    assert code == 0 and "stopping" in out

@@ -25,10 +25,10 @@ def search_argv(tmp_path):
             str(table), "--reward-key", "valid", "--budget", "24", "--out", str(tmp_path / "out")]
 
 
-def run_on_terminal(argv: list[str], timeout: float = 240) -> str:
-    """Run ``argv`` on a real pseudo-terminal 160 columns wide; return everything it drew."""
+def run_on_terminal(argv: list[str], timeout: float = 240, columns: int = 160) -> str:
+    """Run ``argv`` on a real pseudo-terminal ``columns`` wide; return everything it drew."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's size counts
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True, env=env)
     os.close(slave)
@@ -52,10 +52,14 @@ def run_on_terminal(argv: list[str], timeout: float = 240) -> str:
 
 
 def test_a_terminal_gets_a_bar_with_eta(search_argv):
-    screen = run_on_terminal(search_argv)
+    screen = run_on_terminal(search_argv, columns=80)
     assert "\r" in screen  # redrawn in place
     assert "[raynas] search 24/24 archs |" in screen and "<00:00" in screen  # done, elapsed<remaining
-    assert "best " in screen and "mean reward" in screen
+    assert "best " in screen
+    bars = re.findall(r"\[raynas\] search \d+/24 archs \|([^|]*)\|", screen)
+    assert bars and all(len(bar) >= 12 for bar in bars), bars  # a bar, not 0-1 characters, at 80 columns
+    drawn = [line for chunk in screen.split("\r") for line in chunk.split("\n") if "[raynas] search " in line]
+    assert all(len(line.rstrip()) <= 80 for line in drawn), drawn
     assert "[raynas] 8/24 architectures" not in screen  # no plain lines on a terminal
     assert "[raynas] found  |" in screen
 

@@ -369,3 +369,20 @@ def test_serve_and_client_commands(service, ray_head, table, tmp_path, capsys):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_ctrl_c_while_watching_leaves_the_search_running(client, service, table):
+    from tests.test_interrupts import Command
+
+    search = client.call("SubmitSearch", pb.SubmitSearchRequest(spec=tabular(table, budget=100000)))
+    address = ("--address", f"127.0.0.1:{service.port}")
+    command = Command("client", "watch", search.id, *address)
+    command.wait_for_line("] epoch ")
+    command.interrupt()
+    code, out, err = command.finish()
+    assert code == 130, err
+    assert err == (f"raynas: interrupted; the search goes on; watch it again with: raynas client watch {search.id} "
+                   f"--address 127.0.0.1:{service.port}\n"), err
+    assert client.call("GetSearch", pb.GetSearchRequest(id=search.id)).state in (pb.PENDING, pb.RUNNING)
+    client.call("CancelSearch", pb.CancelSearchRequest(id=search.id))
+    assert wait_for(client, search.id, {pb.CANCELLED}).state == pb.CANCELLED

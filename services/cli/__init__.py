@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from .client import add_client_commands
+from ..interrupts import interrupts_handled
 from .common import Parser, UsageError, fail
 from .model import add_model_commands
 from .remote import add_remote_commands
@@ -34,13 +35,22 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         fail(str(exc))
     try:
-        args.func(args)
+        with interrupts_handled():
+            try:
+                args.func(args)
+            except KeyboardInterrupt:
+                hint = getattr(args, "on_interrupt", None)
+                said = hint(args, argv) if hint else None
+                print(f"raynas: interrupted{'; ' + said if said else ''}", file=sys.stderr, flush=True)
+                raise SystemExit(130) from None
         sys.stdout.flush()
     except BrokenPipeError:  # `raynas client result ID | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         raise SystemExit(141) from None
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from controller_policy.settings import ALGORITHM_NAMES
 
-from .common import EVALUATORS, SPACE_NAMES, fail
+from .common import EVALUATORS, SPACE_NAMES, fail, run_again
 
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 EXIT_CODES = """exit codes: 0 done; 1 the watched search ended FAILED or CANCELLED; 2 bad usage, a refused call
@@ -161,7 +161,8 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same search")
 
     action("get", "one search as JSON: state, progress, error, job id, output directory", cmd_get)
-    action("watch", "follow a search until it ends: one line per epoch", cmd_watch)
+    watch = action("watch", "follow a search until it ends: one line per epoch", cmd_watch)
+    watch.set_defaults(on_interrupt=run_again("the search goes on; watch it again with"))
     action("cancel", "cancel a search (stops its Ray job)", cmd_cancel)
     action("result", "the result of a SUCCEEDED search as JSON: best and top architectures, metrics, files",
            cmd_result)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any
 
@@ -43,3 +44,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         command = "" if self.prog == "raynas" else f"{self.prog}: "  # `fail` already says "raynas: error:"
         raise UsageError(f"{command}{message} (see `{self.prog} --help`)")
+
+
+def run_again(what: str):
+    """An ``on_interrupt`` for commands that go on when run again (a retrain resumes from its
+    checkpoints, a follow or a watch picks up where the job or search is): ``what``, then the command."""
+    def hint(args: argparse.Namespace, argv: list[str]) -> str:
+        return f"{what}: {shlex.join(['raynas', *argv])}"
+    return hint

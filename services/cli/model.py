@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import fail, parse_sets
+from .common import fail, parse_sets, run_again
 
 
 def retrain_config(args: argparse.Namespace):
@@ -98,7 +98,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     retrain.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     retrain.add_argument("--verbose", action="store_true", default=None,
                          help="also show Ray Train's own messages (resources, process groups, checkpoints)")
-    retrain.set_defaults(func=cmd_retrain, config_of=retrain_config)
+    retrain.set_defaults(func=cmd_retrain, config_of=retrain_config,
+                         on_interrupt=run_again("resume with (it goes on from its newest checkpoint)"))
 
     export = sub.add_parser("export", help="re-export a retrained model.pt (torch.export, ONNX or TorchScript)")
     export.add_argument("model", help="model.pt written by raynas retrain")

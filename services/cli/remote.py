@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UsageError, fail
+from .common import UsageError, fail, run_again
 
 
 def _jobs(address: str | None):
@@ -64,7 +64,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     try:
         job_id = jobs.submit(command, working_dir=args.working_dir, submission_id=args.job_id,
                              entrypoint_num_gpus=args.entrypoint_gpus)
-        print(f"[raynas] submitted job {job_id} to {jobs.address}")
+        print(f"[raynas] submitted job {job_id} to {jobs.address}", flush=True)
+        args.submitted = job_id  # what a Ctrl-C while following names
         if args.follow:
             _print_ended(jobs.follow(job_id, lambda chunk: print(chunk, end="", flush=True)))
         else:
@@ -72,6 +73,19 @@ def cmd_submit(args: argparse.Namespace) -> None:
                   + (f" --address {args.address}" if args.address else ""))
     except JobsError as exc:
         fail(str(exc))
+
+
+def submit_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    job_id = getattr(args, "submitted", None)
+    if job_id is None:
+        return "nothing was submitted"
+    address = f" --address {args.address}" if args.address else ""
+    return (f"job {job_id} goes on; follow it with: raynas jobs logs {job_id} --follow{address} (stop it with: "
+            f"raynas jobs stop {job_id}{address})")
+
+
+def jobs_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    return run_again("the job goes on; follow it again with")(args, argv) if args.follow else ""
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
@@ -182,14 +196,14 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--entrypoint-gpus", type=float, help="GPUs reserved for the job's driver")
     submit.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- then the raynas command to run")
-    submit.set_defaults(func=cmd_submit)
+    submit.set_defaults(func=cmd_submit, on_interrupt=submit_interrupted)
 
     jobs = sub.add_parser("jobs", help="list, inspect, follow and stop submitted jobs")
     jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--address", help="the head's Jobs API, http://HEAD:8265")
     jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
-    jobs.set_defaults(func=cmd_jobs)
+    jobs.set_defaults(func=cmd_jobs, on_interrupt=jobs_interrupted)
 
     serve = sub.add_parser("serve", help="the gRPC search service (searches run as Ray jobs)")
     serve.add_argument("--host", default="127.0.0.1", help="other than loopback needs a token and TLS (or --insecure)")

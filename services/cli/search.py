@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from controller_policy.settings import ALGORITHM_NAMES
 
+from ..interrupts import tune_takes_the_first_interrupt
 from .common import EVALUATORS, SPACE_NAMES, fail, parse_sets
 
 # Options --resume cannot honour (it continues what config.json says), and compare's defaults.
@@ -99,6 +101,29 @@ def _results_so_far(out: str) -> str:
     return f" (results so far are in {out})" if (Path(out) / "trajectory.jsonl").is_file() else ""
 
 
+def search_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    """How an interrupted search goes on: from its newest complete checkpoint, if it wrote one."""
+    from ..inputs import latest_checkpoint
+
+    try:
+        out = Path(args.resume) if args.resume else Path(search_config(args).out)
+    except ValueError:
+        return ""
+    if latest_checkpoint(out) is None:
+        return "no checkpoint was written yet: run the same command again to start over"
+    address = f" --address {args.address}" if args.address else ""
+    return f"resume with: raynas search --resume {out}{address}"
+
+
+def compare_interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    from ..inputs import COMPARE_CONFIG
+
+    path = args.resume or f"{args.storage.rstrip('/')}/{args.name}"
+    if "://" not in path and not (Path(path) / COMPARE_CONFIG).is_file():
+        return "no experiment was started yet: run the same command again"
+    return f"resume with: raynas compare --resume {path}"
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     # Everything a command line can get wrong is checked before torch and Ray are imported (seconds).
     from ..config import ConfigError
@@ -151,34 +176,51 @@ def cmd_compare(args: argparse.Namespace) -> None:
     try:
         if args.resume:
             connect(args.address)
-            grid = resume_compare(args.resume)
+            with tune_takes_the_first_interrupt():
+                grid = resume_compare(args.resume)
         else:
             connect(cfg.ray_address, cfg.num_cpus, verbose=cfg.verbose)
-            grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
+            with tune_takes_the_first_interrupt():
+                grid = run_compare(cfg, algos, args.seeds, args.storage, args.name)
     except (ConfigError, ValueError, ConnectionError) as exc:
         fail(str(exc))
     from ..experiments.report import report_at
 
-    for result in grid:
-        c = result.config
-        status = f"error: {result.error}" if result.error else f"best {result.metrics.get('search/best_reward', float('nan')):.4f}"
-        print(f"[raynas] {c['algo']:<10} seed {c['seed']}: {status}  ({result.path})")
-    print(f"[raynas] experiment in {grid.experiment_path}")
     # The search's own flag, reported with every result: Tune adds its `done` to a trial's last
     # result after the fact, and a restored experiment was seen in CI with a finished trial without it.
-    unfinished = [r for r in grid if r.error is None and not r.metrics.get("search/done")]
-    if unfinished:  # Ctrl-C: Tune saved the experiment's state
-        print(f"[raynas] interrupted with {len(unfinished)} trial(s) unfinished; continue with: "
-              f"raynas compare --resume {grid.experiment_path}")
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("search/done")]
+    if unfinished:  # Ctrl-C: Tune saved the experiment's state (a trial not started yet has no metrics)
+        print(f"raynas: interrupted with {len(unfinished)} of {len(grid)} trials unfinished; resume with: "
+              f"raynas compare --resume {grid.experiment_path}", file=sys.stderr, flush=True)
         raise SystemExit(130)
+    failed = [r for r in grid if r.error is not None]
+    for result in grid:
+        c = result.config
+        if result.error is None:
+            print(f"[raynas] {c['algo']:<10} seed {c['seed']}: best "
+                  f"{result.metrics.get('search/best_reward', float('nan')):.4f}  ({result.path})")
+        else:
+            print(f"[raynas] {c['algo']:<10} seed {c['seed']}: failed: {error_line(result.error)}  "
+                  f"(traceback: {result.path}/error.txt)")
+    print(f"[raynas] experiment in {grid.experiment_path}")
     try:
         report = report_at(grid.experiment_path)  # a path or a URI (s3://...): kept a string
     except ValueError as exc:  # e.g. every trial failed before evaluating anything
         print(f"[raynas] no report: {exc}")
-        return
-    print("\n".join(findings_lines(report)))
-    print(f"[raynas] next   open {report.location.removesuffix('.md')}.html (the verdict, curves and table); "
-          f"raynas report {grid.experiment_path} --window N redraws the curves")
+    else:
+        print("\n".join(findings_lines(report)))
+        print(f"[raynas] next   open {report.location.removesuffix('.md')}.html (the verdict, curves and table); "
+              f"raynas report {grid.experiment_path} --window N redraws the curves")
+    if failed:
+        print(f"raynas: error: {len(failed)} of {len(grid)} trials failed (their lines above say why)", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def error_line(error: BaseException) -> str:
+    """A trial's error in one line: the exception raised in the trial, not Ray's wrapping of it."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause.args[0]) if isinstance(cause, KeyError) and cause.args else str(cause)
+    return f"{type(cause).__name__}: {text.strip().splitlines()[0] if text.strip() else '(no message)'}"
 
 
 def findings_lines(report) -> list[str]:
@@ -221,7 +263,7 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--resume", metavar="DIR",
                         help="continue the interrupted search in DIR, as it was configured (no other options but "
                              "--address and --verbose)")
-    search.set_defaults(func=cmd_search, config_of=search_config)
+    search.set_defaults(func=cmd_search, config_of=search_config, on_interrupt=search_interrupted)
 
     compare = sub.add_parser("compare", help="one Tune experiment: a trial per (algorithm, seed)",
                              description="One Tune experiment: every algorithm runs the same search with each seed.")
@@ -233,7 +275,8 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     _search_options(compare)
     compare.add_argument("--resume", metavar="PATH",
                          help="continue the interrupted experiment at PATH, as it was configured (no other options)")
-    compare.set_defaults(func=cmd_compare, config_of=search_config, algo=None, seed=None, out=None)
+    compare.set_defaults(func=cmd_compare, config_of=search_config, algo=None, seed=None, out=None,
+                         on_interrupt=compare_interrupted)
 
     report = sub.add_parser("report", help="plots, tables and a verdict for a compare experiment")
     report.add_argument("experiment", help="the experiment directory (<storage>/<name>)")

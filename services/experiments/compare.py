@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -96,6 +97,18 @@ def make_tuner(cfg: SearchConfig, algos: list[str], seeds: int, storage_path: st
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config)
 
 
+class _SayWhenStopping(logging.Filter):
+    """Tune's messages on a Ctrl-C, in raynas's words: it stops the experiment and saves its state
+    (its advice to call ``Tuner.restore`` names no raynas command; ``compare`` says what to run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Stop signal received" in message:
+            print("[raynas] stopping: Tune saves the experiment's state (Ctrl-C again to end at once)", flush=True)
+            return False
+        return "Resume experiment with" not in message
+
+
 @contextlib.contextmanager
 def tune_output(verbose: bool) -> Iterator[None]:
     """Tune's own terminal output only when ``verbose``. Its current output engine prints an
@@ -108,9 +121,12 @@ def tune_output(verbose: bool) -> Iterator[None]:
     quiet_ray_logs()  # Tune's own messages in this (the driver's) process
     before = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    stopping = _SayWhenStopping()
+    logging.getLogger("ray.tune.tune").addFilter(stopping)
     try:
         yield
     finally:
+        logging.getLogger("ray.tune.tune").removeFilter(stopping)
         if before is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
