@@ -1,4 +1,5 @@
-"""Every evaluated architecture, written as the search goes: ``trajectory.jsonl`` and ``summary.json``."""
+"""Every evaluated architecture, written as the search goes: ``trajectory.jsonl``, ``summary.json``
+and (for a search whose rewards are final, as a table's) ``best_arch.json``."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,15 @@ from .evaluators import Evaluation
 from .spaces import SearchSpace
 
 
+BEST_ARCH = "best_arch.json"
+
+
+def _write_atomically(path: Path, content: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    tmp.replace(path)
+
+
 class TrajectoryRecorder:
     """Appends one line per evaluation (flushed at once) and keeps the best so far.
 
@@ -17,11 +27,14 @@ class TrajectoryRecorder:
     ``keep_answers`` (``budget_mode: unique``) ``answers`` maps every evaluated architecture to its
     evaluation, so a repeat is answered from it, recorded with ``"cached": true`` and spends nothing.
     ``state()``/``restore()`` let a checkpoint resume it: lines written after the checkpoint
-    are cut off, so a resumed search neither loses nor duplicates a sample.
+    are cut off, so a resumed search neither loses nor duplicates a sample. ``best_file``: the best
+    so far is also ``best_arch.json``, in the layout of a weight-sharing search's derived one
+    (``raynas show``, ``retrain`` and ``export`` read it); a supernet's rewards are not final, so
+    its search writes that file from its derivation instead.
     """
 
     def __init__(self, out_dir: str | Path, space: SearchSpace, meta: dict[str, Any],
-                 keep_answers: bool = False) -> None:
+                 keep_answers: bool = False, best_file: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.space, self.meta = space, dict(meta)
@@ -30,6 +43,7 @@ class TrajectoryRecorder:
         self.spent = 0
         self.best: dict[str, Any] | None = None
         self.answers: dict[str, Evaluation] | None = {} if keep_answers else None
+        self.best_file = best_file
         self._opened = False  # the first write of a fresh search starts the file anew
 
     def record(self, archs: Sequence[Sequence[int]], evaluations: Sequence[Evaluation],
@@ -64,9 +78,13 @@ class TrajectoryRecorder:
         return out
 
     def write_summary(self) -> None:
-        tmp = self.out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary(), indent=2) + "\n")
-        tmp.replace(self.out_dir / "summary.json")
+        _write_atomically(self.out_dir / "summary.json", self.summary())
+        if self.best_file and self.best is not None:
+            arch = self.space.from_string(self.best["arch"])
+            _write_atomically(self.out_dir / BEST_ARCH, {
+                "arch": self.best["arch"], "json": self.space.to_json(arch), "actions": arch, "space": self.space.name,
+                "space_params": self.space.params(), "reward": self.best["reward"], "metrics": self.best["metrics"],
+                "sample": self.best["sample"]})
 
     def state(self) -> dict[str, Any]:
         return {"count": self.count, "spent": self.spent, "best": self.best}

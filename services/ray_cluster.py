@@ -56,6 +56,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
     print(f"[raynas] connecting to Ray at {target}" + (" (the cluster `ray start` recorded here)" if recorded else ""),
           flush=True)
     try:
+        reachable(target)  # ray.init retries an address nobody answers at for minutes
         ray.init(address=target, logging_level=logging.WARNING, log_to_driver=worker_output)
     except ConnectionError as exc:
         if not recorded:
@@ -66,6 +67,22 @@ def connect(address: str | None = None, num_cpus: int | None = None, include_das
               "embedded instance", flush=True)
         ray.init(**embedded)
     return True
+
+
+#: how long a cluster's address gets to accept a connection before raynas says it does not answer
+REACH_TIMEOUT_S = 5.0
+
+
+def reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """ConnectionError unless something accepts a TCP connection at the cluster's ``HOST:PORT`` (or
+    ``ray://HOST:PORT``) within ``timeout_s``."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConnectionError(f"{address!r} is not a HOST:PORT address")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers there ({exc.strerror or exc})") from None
 
 
 def check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:

@@ -2,13 +2,16 @@
 (`dot`) when it is installed and by matplotlib otherwise; ``--format dot`` writes the graph itself."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller_policy.spaces import SearchSpace, build_space, parse_arch, read_arch_file
+from controller_policy.spaces import SearchSpace, build_space, parse_arch
 
 
 @dataclass
@@ -23,21 +26,65 @@ class Graph:
             self.clusters.setdefault(cluster, []).append(node)
 
 
+def _entry(path: Path, rank: int) -> tuple[Any, str | None, dict[str, Any]]:
+    """(the architecture as a structure, string or actions; the space's name if the file says it; its
+    params) from any file raynas writes: ``best_arch.json``, ``top_archs.json`` (the ``rank``-th),
+    ``summary.json`` (its best), a line of ``trajectory.jsonl``, or a bare structure or string."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read architecture file {path}: {exc.strerror}") from None
+    lines = text.strip().splitlines()
+    if len(lines) > 1 and all(line.lstrip().startswith("{") for line in lines):
+        raise ValueError(f"{path}: {len(lines)} JSON lines (a trajectory?): put the line of the architecture to show "
+                         "in a file of its own")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip(), None, {}
+    if isinstance(obj, list) and obj and all(isinstance(e, dict) for e in obj):  # top_archs.json
+        if not 1 <= rank <= len(obj):
+            raise ValueError(f"{path}: --rank {rank}: the file lists {len(obj)} architectures")
+        obj = obj[rank - 1]
+    elif rank != 1:
+        raise ValueError(f"{path}: --rank applies to a top_archs.json (a list of architectures)")
+    if not isinstance(obj, dict):
+        return obj, None, {}
+    space, params = obj.get("space"), obj.get("space_params") or {}
+    if isinstance(obj.get("best"), dict):  # summary.json
+        obj = obj["best"]
+    if isinstance(obj.get("json"), dict):
+        return obj["json"], space, params
+    if "arch" in obj:
+        return obj["arch"], space, params
+    return obj, space, params
+
+
+def _run_config_space(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """The space of the search whose output directory holds ``path`` (its config.json), if any."""
+    config = path.parent / "config.json"
+    try:
+        space = json.loads(config.read_text())["space"]
+        return space["name"], dict(space.get("params") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, {}
+
+
 def read_architecture(path: str | Path, space_name: str | None = None,
-                      params: dict[str, Any] | None = None) -> tuple[SearchSpace, list[int]]:
-    """An architecture file and its space: the file's own ``space`` (best_arch.json carries its JSON
-    structure), else ``space_name``; the space's size comes from ``params`` or the structure."""
+                      params: dict[str, Any] | None = None, rank: int = 1) -> tuple[SearchSpace, list[int]]:
+    """An architecture file and its space: the one the file names, else the one of the search whose
+    directory holds it (config.json), else ``space_name``; the space's size comes from ``params``,
+    the file, or the structure."""
     path = Path(path)
-    structure = read_arch_file(path)
-    if isinstance(structure, dict) and "space" in structure:
-        name = structure["space"]
-        if space_name and space_name != name:
-            raise ValueError(f"{path}: the architecture belongs to {name!r}, not {space_name!r}")
-    elif space_name:
-        name = space_name
-    else:
+    structure, name, file_params = _entry(path, rank)
+    if name is None:
+        name, file_params = _run_config_space(path)
+    if name is not None and space_name and space_name != name:
+        raise ValueError(f"{path}: the architecture belongs to {name!r}, not {space_name!r}")
+    name = name or space_name
+    if name is None:
         raise ValueError(f"{path}: the file does not say its search space; pass --space")
-    params = dict(params or {})
+    params = {**file_params, **(params or {})}
     if isinstance(structure, dict):  # the structure implies the space's size
         if name == "enas_macro" and isinstance(structure.get("layers"), list):
             params.setdefault("num_layers", len(structure["layers"]))
@@ -155,19 +202,30 @@ def draw_matplotlib(g: Graph, path: Path, fmt: str, title: str) -> None:
 
 
 def draw(arch_file: str | Path, fmt: str = "png", out: str | Path | None = None, space_name: str | None = None,
-         overrides: dict[str, Any] | None = None, renderer: str | None = None) -> Path:
-    """Write the picture; ``renderer``: "graphviz", "matplotlib" or None (Graphviz when installed)."""
+         overrides: dict[str, Any] | None = None, renderer: str | None = None, rank: int = 1) -> Path | None:
+    """Write the picture (``out`` "-": to stdout, and return None); ``renderer``: "graphviz",
+    "matplotlib" or None (Graphviz when installed)."""
     if fmt not in ("png", "svg", "dot"):
         raise ValueError(f"--format {fmt}: choose png, svg or dot")
     params = {k.split(".", 2)[2]: v for k, v in (overrides or {}).items() if k.startswith("space.params.")}
     unknown = [k for k in (overrides or {}) if not k.startswith("space.params.")]
     if unknown:
         raise ValueError(f"--set {unknown[0]}: only space.params.* applies to show")
-    space, arch = read_architecture(arch_file, space_name, params)
+    space, arch = read_architecture(arch_file, space_name, params, rank)
     g = architecture_graph(space, arch)
     title = f"{space.name}: {space.to_string(arch)}"
+    if str(out) == "-":
+        with tempfile.TemporaryDirectory() as tmp:
+            picture = _render(g, title, fmt, Path(tmp) / f"arch.{fmt}", renderer)
+            sys.stdout.buffer.write(picture.read_bytes())
+            sys.stdout.flush()
+        return None
     path = Path(out) if out else Path(arch_file).with_suffix(f".{fmt}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _render(g, title, fmt, path, renderer)
+
+
+def _render(g: Graph, title: str, fmt: str, path: Path, renderer: str | None) -> Path:
     dot = to_dot(g, title)
     if fmt == "dot":
         path.write_text(dot)

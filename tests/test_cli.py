@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -202,7 +203,8 @@ def test_a_tabular_search_ends_with_what_it_found(tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert lines[-4] == f"[raynas] found  {summary['best']['arch']}"
     assert lines[-3].startswith(f"[raynas]        reward {summary['best']['reward']:.4f} (valid's value; test ")
-    assert lines[-2] == f"[raynas] files  {tmp_path / 'o'}/: summary.json, trajectory.jsonl, config.json"
+    assert lines[-2] == (f"[raynas] files  {tmp_path / 'o'}/: best_arch.json, summary.json, trajectory.jsonl, "
+                         "progress.json, config.json, checkpoints/")
     assert lines[-1].startswith(f"[raynas] next   raynas compare --space nb201 --evaluator table --table {table} "
                                 "--reward-key valid --budget 8 --algos ppo,reinforce,rea,random --seeds 3")
     build_parser().parse_args(lines[-1].split("#")[0].split()[3:])
@@ -281,3 +283,48 @@ def test_worker_output_reaches_a_pipe_without_colour_codes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "hello from a worker" in result.stdout and "\x1b[" not in result.stdout + result.stderr, result.stdout
     assert "['Trainable.setup took']" in result.stdout
+
+
+def test_an_address_nobody_answers_at_is_one_line_at_once(tmp_path):
+    from controller_policy.landscapes import nb201_landscape
+    from tests.ray_head import free_port
+
+    (tmp_path / "t.json").write_text(json.dumps(nb201_landscape(0)))
+    address = f"127.0.0.1:{free_port()}"
+    started = time.time()
+    result = raynas("search", "--space", "nb201", "--evaluator", "table", "--table", "t.json", "--reward-key", "valid",
+                    "--address", address, cwd=tmp_path)
+    assert result.returncode == 2 and time.time() - started < 60  # Ray alone retries for minutes
+    assert result.stderr == (f"raynas: error: cannot join the Ray cluster at {address}: nothing answers there "
+                             "(Connection refused) (is it running? check the address, or leave --address out for an "
+                             "embedded instance)\n"), result.stderr
+
+
+def test_show_reads_every_file_a_search_writes(tmp_path):
+    """best_arch.json (a tabular search writes one too), summary.json, top_archs.json (--rank), a line of
+    trajectory.jsonl; the space from the file or the search's config.json; --out - to stdout."""
+    from controller_policy.landscapes import nb201_landscape
+
+    (tmp_path / "t.json").write_text(json.dumps(nb201_landscape(0)))
+    out = tmp_path / "o"
+    result = raynas("search", "--space", "nb201", "--evaluator", "table", "--table", "t.json", "--reward-key", "valid",
+                    "--budget", "8", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    best = json.loads((out / "best_arch.json").read_text())
+    assert (best["arch"], best["reward"], best["space"]) == (summary["best"]["arch"], summary["best"]["reward"], "nb201")
+    rows = (out / "trajectory.jsonl").read_text().splitlines()
+    (out / "row.json").write_text(rows[2] + "\n")  # the space comes from the search's config.json beside it
+    (out / "top_archs.json").write_text(json.dumps([best, {**best, **{"arch": json.loads(rows[2])["arch"]},
+                                                           "json": None}]))
+    for argv, arch in ((["best_arch.json"], best["arch"]), (["summary.json"], best["arch"]),
+                       (["row.json"], json.loads(rows[2])["arch"]), (["top_archs.json", "--rank", "2"],
+                                                                      json.loads(rows[2])["arch"])):
+        shown = raynas("show", str(out / argv[0]), *argv[1:], "--format", "dot", "--out", "-")
+        assert shown.returncode == 0 and shown.stdout.startswith(f'digraph "nb201: {arch}"'), shown.stderr
+    png = subprocess.run([*RAYNAS, "show", str(out / "summary.json"), "--out", "-"], capture_output=True, timeout=120)
+    assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG")
+    whole = raynas("show", str(out / "trajectory.jsonl"))
+    assert whole.returncode == 2 and "8 JSON lines (a trajectory?)" in whole.stderr
+    rank = raynas("show", str(out / "top_archs.json"), "--rank", "3")
+    assert rank.returncode == 2 and "--rank 3: the file lists 2 architectures" in rank.stderr

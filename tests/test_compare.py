@@ -38,7 +38,13 @@ def test_compare_runs_a_trial_per_algorithm_and_seed(ray_session, tmp_path):
     again = resume_compare((tmp_path / "tune" / "cmp").as_uri())  # all finished: kept, nothing re-run
     assert len(again) == 6 and all(r.metrics["search/archs_sampled"] == 16 for r in again)
     where = report_at((tmp_path / "tune" / "cmp").as_uri()).location
-    assert where.endswith("/cmp/report.md") and "ppo reached" in (tmp_path / "tune" / "cmp" / "report.md").read_text()
+    report = (tmp_path / "tune" / "cmp" / "report.md").read_text()
+    assert where.endswith("/cmp/report.md") and "ppo reached" in report
+    header, rows = report.split("| algorithm |")[1].split("\n", 1)
+    entropy = ["| algorithm |" + header].pop().split(" | ").index("final entropy")
+    cells = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in rows.splitlines() if row.startswith("| ")}
+    assert float(cells["ppo"][entropy].split(" ± ")[0]) > 0  # a table's trials: from their Tune results
+    assert cells["rea"][entropy] == "n/a"  # REA samples from no policy
     assert (tmp_path / "tune" / "cmp" / "report.html").stat().st_size > 10_000
 
 

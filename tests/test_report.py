@@ -166,3 +166,18 @@ def test_report_html_renders_in_headless_chromium(experiment, tmp_path):
 
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (1600, 1200) and pixels.std() > 0.05  # something was drawn, not a blank page
+
+
+def test_the_curves_say_what_their_axes_and_band_are(experiment, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn, savefig = [], Figure.savefig
+
+    def recording(fig, path, **kw):
+        drawn.append((fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel(), fig.axes[0].get_title()))
+        savefig(fig, path, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    write_report(experiment, window=2)
+    assert drawn and all(x == "architectures evaluated" and y == "reward (mean over seeds)" for x, y, _ in drawn)
+    assert all(title.endswith("band: ± 1 std over seeds") for _, _, title in drawn)

@@ -145,7 +145,8 @@ class SearchAlgorithmMixin:
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "budget_mode": self.config.budget_mode, "space": self.space.name}
         self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta,
-                                           keep_answers=self.config.budget_mode == "unique")
+                                           keep_answers=self.config.budget_mode == "unique",
+                                           best_file=self.evaluator is not None)
         # A controller that learns reports its policy's health after every update (health.py).
         self.policy_monitor = None
         if self.learns:

@@ -79,10 +79,11 @@ def cmd_show(args: argparse.Namespace) -> None:
     from ..show import draw
 
     try:
-        path = draw(args.arch, args.format, args.out, args.space, parse_sets(args.set))
+        path = draw(args.arch, args.format, args.out, args.space, parse_sets(args.set), rank=args.rank)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    print(f"[raynas] {path}")
+    if path is not None:  # not to stdout
+        print(f"[raynas] {path}")
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
@@ -110,9 +111,11 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(func=cmd_export)
 
     show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
-    show.add_argument("arch", help="architecture file")
+    show.add_argument("arch", help="best_arch.json, top_archs.json, summary.json (its best), a line of "
+                                    "trajectory.jsonl in a file, or an architecture's JSON structure or string")
+    show.add_argument("--rank", type=int, default=1, help="top_archs.json: the architecture of this rank (default 1)")
     show.add_argument("--format", choices=["png", "svg", "dot"], default="png")
-    show.add_argument("--out", help="output file (default: beside the architecture file)")
+    show.add_argument("--out", help="output file (default: beside the architecture file); - writes to stdout")
     show.add_argument("--space", help="the space, when the file does not say (a string or a bare list)")
     show.add_argument("--set", action="append", metavar="KEY=VALUE", help="space.params.*, e.g. space.params.num_layers=12")
     show.set_defaults(func=cmd_show)

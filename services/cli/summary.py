@@ -66,7 +66,8 @@ def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
         lines += [f"found  {best['arch']}",
                   f"       reward {best['reward']:.4f} ({cfg.evaluator.reward_key or 'the table'}'s value"
                   f"{'; ' + extra if extra else ''}), architecture {best['sample'] + 1} of {summary['evaluated']}",
-                  f"files  {out}/: summary.json, trajectory.jsonl, config.json",
+                  f"files  {out}/: best_arch.json, summary.json, trajectory.jsonl, progress.json, config.json, "
+                  "checkpoints/",
                   "next   " + compare_command(cfg) + "   # all four algorithms, three seeds each"]
     return ["[raynas] " + line for line in lines]
 

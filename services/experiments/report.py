@@ -43,6 +43,18 @@ class Trial:
     saturated: float | None = None  # weight sharing: share of squashed logits at exactly ±1 after the last update
 
 
+def last_result(trial_dir: Path) -> dict[str, Any]:
+    """The last result Tune recorded for a trial (``result.json``: a JSON line per iteration)."""
+    path = trial_dir / "result.json"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+    return {}
+
+
 def load_trials(experiment: Path) -> list[Trial]:
     trials = []
     for params_path in sorted(experiment.glob("*/params.json")):
@@ -60,9 +72,11 @@ def load_trials(experiment: Path) -> list[Trial]:
                 epochs = list(csv.DictReader(f))
             entropy = float(epochs[-1]["controller_entropy"]) if epochs else None
             saturated = float(epochs[-1].get("controller_exactly_saturated") or "nan") if epochs else None
+        else:  # a table: the policy's entropy of the last iteration, from the trial's Tune results
+            entropy = last_result(trial_dir).get("search/entropy")
         derived = None
-        if (trial_dir / "best_arch.json").is_file():
-            derived = float(json.loads((trial_dir / "best_arch.json").read_text())["valid_accuracy"])
+        if (trial_dir / "best_arch.json").is_file():  # a table's search writes one too: its best, not derived
+            derived = json.loads((trial_dir / "best_arch.json").read_text()).get("valid_accuracy")
         trials.append(Trial(params["algo"], int(params["seed"]), np.array([r["reward"] for r in rows], float),
                             max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived, saturated))
     if not trials:
@@ -206,7 +220,8 @@ def _curves(trials: list[Trial], out: Path, window: int) -> tuple[Path, Path]:
             ax.plot(x, stack.mean(0), label=f"{algo} ({len(series)} seeds)")
             ax.fill_between(x, stack.mean(0) - stack.std(0), stack.mean(0) + stack.std(0), alpha=0.2)
         ax.set_xlabel("architectures evaluated")
-        ax.set_title(title)
+        ax.set_ylabel("reward (mean over seeds)")
+        ax.set_title(f"{title}; band: ± 1 std over seeds")
         ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -290,7 +305,7 @@ def _write(experiment: Path, window: int | None) -> Written:
 
 # best_arch.json too: without it a weight-sharing experiment at a URI would be ranked by its
 # one-minibatch rewards instead of its derived architectures
-REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv", "best_arch.json")
+REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv", "best_arch.json", "result.json")
 REPORT_OUTPUTS = ("report.md", "report.html", "reward_curves.png", "best_curves.png")
 
 
