@@ -63,3 +63,10 @@ def test_readme_command_parses(command):
                 parser.parse_args(args)
             except (SystemExit, UsageError) as exc:
                 pytest.fail(f"README: `{command}` does not parse as {args} ({exc})")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_commands_can_be_pasted_into_a_shell(command):
+    """No `a|b|c` outside quotes: a shell would read it as a pipe."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="|")
+    assert "|" not in list(lexer), f"README: `{command}` pipes into nowhere; name the alternatives in a comment"

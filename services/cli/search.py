@@ -283,7 +283,11 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--window", type=int, default=None, help="architectures per point of the mean-reward curve")
     report.set_defaults(func=cmd_report)
 
-    table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)")
-    table.add_argument("--seed", type=int, default=0)
-    table.add_argument("--out", required=True)
+    table = sub.add_parser("make-table", help="write a generated NAS-Bench-201-shaped landscape (for trying things)",
+                           description="Write a generated table over all 15,625 NAS-Bench-201 cells, in the format "
+                                       "--evaluator table reads ({\"<cell string>\": {\"valid\": .., \"test\": ..}}): "
+                                       "additive per-edge op values plus pairwise interactions and noise. For trying "
+                                       "searches in seconds; not a benchmark.")
+    table.add_argument("--seed", type=int, default=0, help="the landscape's seed (default: %(default)s)")
+    table.add_argument("--out", required=True, help="the JSON file to write")
     table.set_defaults(func=cmd_make_table)
