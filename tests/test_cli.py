@@ -328,3 +328,18 @@ def test_show_reads_every_file_a_search_writes(tmp_path):
     assert whole.returncode == 2 and "8 JSON lines (a trajectory?)" in whole.stderr
     rank = raynas("show", str(out / "top_archs.json"), "--rank", "3")
     assert rank.returncode == 2 and "--rank 3: the file lists 2 architectures" in rank.stderr
+
+
+def test_a_failed_start_claims_no_results_it_does_not_have(tmp_path):
+    from services.config import to_dict
+
+    cfg = load_config(None, {"space.name": "nb201", "evaluator.type": "table", "evaluator.table": str(tmp_path / "t.json"),
+                             "evaluator.reward_key": "valid", "out": str(tmp_path / "out")})
+    from controller_policy.landscapes import nb201_landscape
+
+    (tmp_path / "t.json").write_text(json.dumps(nb201_landscape(0)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text(json.dumps(to_dict(cfg)))
+    result = raynas("search", "--resume", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr == f"raynas: error: no checkpoint in {tmp_path / 'out' / 'checkpoints'} to resume from\n"
