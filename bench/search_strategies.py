@@ -51,8 +51,10 @@ def report(name: str, tables: list[tuple[Path, int]], args: argparse.Namespace, 
         values = np.array([m["valid"] for m in json.loads(table.read_text()).values()])
         for mode in args.modes:
             for algo in args.algos:
-                noisy = {"evaluator.noise": args.noise, "controller.tanh_constant": 2.5} if args.noise else None
-                rows = [r for r in table_search(algo, table, budget, seed, budget_mode=mode, overrides=noisy)
+                overrides = {"evaluator.noise": args.noise, "controller.tanh_constant": 2.5} if args.noise else {}
+                overrides.update({k: v for k, v in args.sets.items() if not k.startswith(tuple(a + "." for a in ALGOS))
+                                  or k.startswith(algo + ".")})  # ppo.* keys apply to PPO only
+                rows = [r for r in table_search(algo, table, budget, seed, budget_mode=mode, overrides=overrides)
                         if not r.get("cached")]
                 if args.noise:  # the policy's late proposals, judged by the table's true values
                     late = [rows[b - max(1, b // 5):b] for b in args.budgets]
@@ -97,7 +99,15 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["all"], choices=MODES)
     parser.add_argument("--noise", type=float, default=0.0, help="rewards seen through noise (see above)")
     parser.add_argument("--plot", default=None, help="a PNG of the test-of-best curves")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
+                        help="a config key for every run (ppo.*, reinforce.*, rea.* keys: that algorithm's runs "
+                             "only), to explore a setting before tuning it in")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (0: the reporting seeds; 1000+: tuning seeds, to explore on)")
     args = parser.parse_args()
+    from services.cli.common import parse_sets
+
+    args.sets = parse_sets(args.sets)
     if args.noise and args.plot:
         parser.error("--plot draws best-so-far curves, which noisy rewards do not give: leave it out with --noise")
     torch.set_num_threads(1)
@@ -108,7 +118,8 @@ def main() -> None:
         if not Path(args.table).is_file():
             parser.error(f"--table {args.table}: no such file")
         curves[Path(args.table).parent.name] = report(
-            Path(args.table).parent.name, [(Path(args.table), s) for s in range(args.seeds)], args, started)
+            Path(args.table).parent.name, [(Path(args.table), args.first_seed + s) for s in range(args.seeds)], args,
+            started)
     if args.landscapes:
         work = Path(tempfile.mkdtemp(prefix="raynas-bench-"))
         tables = []

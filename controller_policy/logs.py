@@ -55,12 +55,13 @@ UPLOAD_LOGGERS = ("ray._private.runtime_env.packaging", "ray._private.runtime_en
 
 
 @contextlib.contextmanager
-def only_errors_from(names: Sequence[str]) -> Iterator[None]:
-    """Within: the loggers ``names`` pass only errors (their levels are restored after)."""
+def quieted(names: Sequence[str], level: int = logging.ERROR) -> Iterator[None]:
+    """Within: the loggers ``names`` pass only records of ``level`` and above (their levels are
+    restored after)."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(level)
     try:
         yield
     finally:

@@ -243,7 +243,7 @@ EXAMPLES = {int: 1, float: 0.001, str: "name", bool: True}
 
 def _wrong(where: str, hint: Any, value: Any, example: Any) -> ConfigError:
     """The error for a value of the wrong type, with the types accepted and an example, as in
-    ``ppo.lr must be a number or null, got 'abc' (a string); e.g. --set ppo.lr=0.001``."""
+    ``ppo.lr must be a number or null, got 'abc' (a string); e.g. 0.001``."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     words = " or ".join(TYPE_WORDS.get(t, getattr(t, "__name__", str(t))) for t in options)
     given = TYPE_WORDS.get(type(value), type(value).__name__)
@@ -251,7 +251,7 @@ def _wrong(where: str, hint: Any, value: Any, example: Any) -> ConfigError:
         example = next((EXAMPLES[t] for t in options if t in EXAMPLES), None)
     if isinstance(example, bool):
         example = str(example).lower()  # YAML's spelling
-    shown = "" if example is None else f"; e.g. --set {where}={example}"
+    shown = "" if example is None else f"; e.g. {example}"
     return ConfigError(f"{where} must be {words}, got {value!r} ({given}){shown}")
 
 

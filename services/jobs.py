@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from controller_policy.logs import UPLOAD_LOGGERS, only_errors_from
+from controller_policy.logs import UPLOAD_LOGGERS, quieted
 
 PACKAGES = ("controller_policy", "supernet_worker", "services")
 # Never uploaded: environments, results, data and caches (Ray caps a working_dir at 500 MiB).
@@ -121,7 +121,7 @@ class RaynasJobs:
         env = project_runtime_env(working_dir)
         if submission_id is not None and self.exists(submission_id):
             raise JobsError(f"job id {submission_id!r} is already taken on {self.address}: ids are never reused")
-        with only_errors_from(UPLOAD_LOGGERS):  # not a line per file it packages
+        with quieted(UPLOAD_LOGGERS):  # not a line per file it packages
             return self._call(None, lambda: self.client.submit_job(
                 entrypoint=ep, runtime_env=env, submission_id=submission_id, metadata=metadata or {},
                 entrypoint_num_gpus=entrypoint_num_gpus))

@@ -7,7 +7,6 @@ normalised inside, -> class logits; the batch dimension is dynamic.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from controller_policy.logs import quieted
 
 FORMATS = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 MODEL_JSON = "model.json"
@@ -57,7 +58,7 @@ def export_classifier(model: nn.Module, example: Tensor, fmt: str, path: str | P
             torch.export.save(program, str(path))
         elif fmt == "onnx":
             _require_onnx()
-            with warnings.catch_warnings(), _quiet_loggers(ONNX_OPTIMIZER_LOGGERS):
+            with warnings.catch_warnings(), quieted(ONNX_OPTIMIZER_LOGGERS, logging.WARNING):
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(model, (example,), dynamo=True, opset_version=ONNX_OPSET, verbose=False,
                                             input_names=["images"], output_names=["logits"],
@@ -78,19 +79,6 @@ def export_classifier(model: nn.Module, example: Tensor, fmt: str, path: str | P
 # The ONNX exporter's optimizer logs every rewrite at INFO ("Removed 74 unused nodes"), which a Ray
 # worker's root logger prints: diagnostics of its own passes, not of the model.
 ONNX_OPTIMIZER_LOGGERS = ("onnxscript", "onnx_ir")
-
-
-@contextlib.contextmanager
-def _quiet_loggers(names: tuple[str, ...]):
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _require_onnx() -> None:

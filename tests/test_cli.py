@@ -248,8 +248,7 @@ def test_checked_before_anything_starts(tmp_path):
             (["search", "--data-dir", "."],
              f"no dataset found in {tmp_path}: expected train.npz and test.npz"),
             (["compare", "--resume", "nowhere"], "nowhere is not a raynas compare experiment (no raynas_compare.json)"),
-            (["search", "--set", "ppo.lr=abc"], "ppo.lr must be a number or null, got 'abc' (a string); e.g. --set "
-                                                "ppo.lr=0.001"),
+            (["search", "--set", "ppo.lr=abc"], "ppo.lr must be a number or null, got 'abc' (a string); e.g. 0.001"),
             (["search", "--bogus"], "raynas: error: unrecognized arguments: --bogus (see `raynas --help`)")):
         result = raynas(*argv, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and said in result.stderr, result.stderr

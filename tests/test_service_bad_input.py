@@ -114,7 +114,7 @@ CASES = {
     "yaml too large": (submit(yaml_overrides="seed: 1\n" + "#" * 70_000), INVALID, "at most 65536"),
     "yaml unknown key": (submit(yaml_overrides="bogus: 1\n"), INVALID, "unknown key 'bogus'"),
     "yaml wrong type": (submit(yaml_overrides="episodes_per_iteration: many\n"), INVALID,
-                        "episodes_per_iteration must be int"),
+                        "episodes_per_iteration must be an integer or null, got 'many' (a string); e.g. 1"),
     "yaml unknown space": (submit(space=0, yaml_overrides="space: {name: resnet}\n"), INVALID, "space.name"),
     "yaml relative table": (submit(table="", yaml_overrides="evaluator: {table: t.json}\n"), INVALID,
                             "evaluator.table"),

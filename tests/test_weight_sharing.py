@@ -196,7 +196,7 @@ def test_all_workers_lost_falls_back_to_the_last_checkpoint(ray_session):
 @pytest.mark.parametrize("overrides,message", [
     ({"weight_sharing.epochs": -1}, "weight_sharing.epochs must be >= 1"),
     ({"weight_sharing.epoks": 3}, "unknown key 'weight_sharing.epoks'"),
-    ({"supernet.channels": "wide"}, "supernet.channels must be int"),
+    ({"supernet.channels": "wide"}, r"supernet.channels must be an integer, got .wide. \(a string\); e.g. 16"),
     ({"data.source": "imagenet"}, "data.source must be one of"),
 ])
 def test_bad_configs_rejected_before_start(tmp_path, overrides, message):
