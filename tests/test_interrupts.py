@@ -111,7 +111,7 @@ def test_a_second_interrupt_ends_the_command_at_once(table_search):
 def test_a_weight_sharing_search_interrupted_during_the_derivation(tmp_path):
     """The derivation is the last epoch's end: the search resumes from the previous epoch's checkpoint."""
     out = tmp_path / "out"
-    slow_derivation = ["--set", "weight_sharing.derive_samples=400", "--set", "data.synthetic_train=480",
+    slow_derivation = ["--set", "weight_sharing.derive_samples=200", "--set", "data.synthetic_train=480",
                        "--set", "data.valid_size=320"]
     command = Command("search", *TINY_SEARCH, *slow_derivation, "--out", str(out))
     command.wait_for_line("[raynas] deriving")
