@@ -6,8 +6,8 @@ import os
 import sys
 from typing import Sequence
 
-from .client import add_client_commands
 from ..interrupts import interrupts_handled
+from .client import add_client_commands
 from .common import Parser, UsageError, fail
 from .model import add_model_commands
 from .remote import add_remote_commands
@@ -53,4 +53,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # `raynas client result ID | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         raise SystemExit(141) from None
-
