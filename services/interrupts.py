@@ -11,6 +11,12 @@ import threading
 from typing import Any, Iterator
 
 _tune_took_the_first = False
+_interrupted = False
+
+
+def interrupted() -> bool:
+    """Whether raynas's handler has taken a Ctrl-C in this process."""
+    return _interrupted
 
 
 def exit_now(signum: int, frame: Any) -> None:
@@ -20,6 +26,8 @@ def exit_now(signum: int, frame: Any) -> None:
 
 
 def _first_interrupt(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
     if _tune_took_the_first:  # Tune's handler took the first Ctrl-C and handed this one back: a second
         exit_now(signum, frame)
     signal.signal(signal.SIGINT, exit_now)

@@ -1,4 +1,4 @@
 """``python -m services.cli``: how Ray jobs run raynas commands."""
-from . import main
+from . import run
 
-main()
+run()
