@@ -26,6 +26,12 @@ that is in the truth's top 10%), mean ± std over seeds and draws. The file is o
 against, never searched with.
 
     python bench/ranking.py --data-dir ../shared/data/cifar10 --ground-truth ../shared/data/nb201-sample/cifar10_1000.json --seeds 3 --children 200
+
+``--config PRESET`` trains and scores as that preset does (its supernet, data sizes, optimiser with its
+cosine schedule, scoring: e.g. ``configs/nb201-ws-cpu.yaml`` with ``--epochs 18``, its warm-up);
+``--score-at 6,12`` also scores after those epochs (the schedule is the preset's, not cut short);
+``--only whole,same 2`` keeps the scoring options whose label contains one of the words (or is one);
+``--sampling fair`` trains the supernet with every op of a decision equally often.
 """
 from __future__ import annotations
 
@@ -41,13 +47,13 @@ import ray
 from scipy.stats import kendalltau, spearmanr
 
 from controller_policy.spaces import build_space
-from services.config import RetrainConfig, SpaceSection
+from services.config import RetrainConfig, SpaceSection, load_config
 from services.retrain import run_retrain
 from supernet_worker.data import DataConfig
 from supernet_worker.pool import SupernetPool
 from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import OptimConfig, ScoringConfig, WorkerSpec, data_parallel_plan
+from supernet_worker.worker import SAMPLINGS, OptimConfig, ScoringConfig, WorkerSpec, data_parallel_plan
 
 CALIBRATION = 8  # training minibatches that re-estimate a child's batch-norm statistics
 #: (label, scoring, whole validation split?) in the order printed
@@ -55,6 +61,7 @@ VARIANTS = [
     ("reward: 1 minibatch per child (ENAS)", ScoringConfig(), False),
     ("reward: 4 minibatches per child", ScoringConfig(reward_batches=4), False),
     ("reward: the same minibatch for all", ScoringConfig(same_batches=True), False),
+    ("reward: the same 2 minibatches for all", ScoringConfig(reward_batches=2, same_batches=True), False),
     ("reward: the same 4 minibatches for all", ScoringConfig(reward_batches=4, same_batches=True), False),
     (f"reward: the same minibatch, BN re-calibrated ({CALIBRATION})",
      ScoringConfig(same_batches=True, bn_calibration_batches=CALIBRATION), False),
@@ -64,29 +71,43 @@ VARIANTS = [
 ]
 
 
-def train_and_score(args, space, params, data, seed: int, children: list[list[int]],
-                    started: float) -> dict[str, list[list[float]]]:
-    """Steps 1-2: a supernet trained on uniform children (``seed``), then every scoring option."""
-    net = SupernetConfig(channels=args.channels, num_cells=1)
-    optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
+def train_and_score(args, space, params, setup, seed: int, children: list[list[int]],
+                    started: float) -> dict[int, dict[str, list[list[float]]]]:
+    """Steps 1-2: a supernet trained on uniform (or fair) children (``seed``), then every scoring
+    option after each of ``args.score_at`` epochs: {epoch: {label: [draws][children]}}."""
+    net, data, optim = setup
     spec = WorkerSpec(space=args.space, space_params=params, supernet=net, data=data, optim=optim, seed=seed,
-                      threads=2)
+                      threads=2, sampling=args.sampling)
     pool = SupernetPool(spec, 1, num_cpus_per_worker=2)
-    _, steps, _ = data_parallel_plan(optim, data.batch_size, 1, args.train_size)
-    for epoch in range(args.epochs):
-        stats = pool.train((epoch + 1) * steps, steps)[0]
-        print(f"seed {seed}: supernet epoch {epoch + 1}/{args.epochs}: loss {stats['loss']:.3f} "
-              f"acc {stats['accuracy']:.3f} [{time.time() - started:.0f}s]", flush=True)
+    _, steps, _ = data_parallel_plan(optim, data.batch_size, 1, data.train_size)
     worker = pool.workers[0]
-    scores = {}  # label -> [draws][children]
-    for label, scoring, full in VARIANTS:
-        ray.get(worker.set_scoring.remote(scoring))
-        draws = 1 if full else args.draws
-        scores[label] = [pool.evaluate(children, full=full, batch_seed=d if scoring.same_batches else None)
-                         for d in range(draws)]
-        print(f"seed {seed}: scored {len(children)} children: {label} [{time.time() - started:.0f}s]", flush=True)
+    scores: dict[int, dict[str, list[list[float]]]] = {}
+    for epoch in range(1, args.epochs + 1):
+        stats = pool.train(epoch * steps, steps)[0]
+        print(f"seed {seed}: supernet epoch {epoch}/{args.epochs}: loss {stats['loss']:.3f} "
+              f"acc {stats['accuracy']:.3f} [{time.time() - started:.0f}s]", flush=True)
+        if epoch not in args.score_at:
+            continue
+        scores[epoch] = {}
+        for label, scoring, full in variants(args):
+            ray.get(worker.set_scoring.remote(scoring))
+            draws = 1 if full else args.draws
+            scores[epoch][label] = [pool.evaluate(children, full=full, batch_seed=d if scoring.same_batches else None)
+                                    for d in range(draws)]
+            print(f"seed {seed}, epoch {epoch}: scored {len(children)} children: {label} "
+                  f"[{time.time() - started:.0f}s]", flush=True)
     pool.shutdown()
     return scores
+
+
+def variants(args) -> list[tuple[str, ScoringConfig, bool]]:
+    """The scoring options compared (``--only``), after the preset's own when ``--config`` names one."""
+    labels = {v[0] for v in VARIANTS}
+    chosen = [v for v in VARIANTS  # a word that is a whole label picks that one only
+              if not args.only or any(v[0] == word or (word not in labels and word in v[0]) for word in args.only)]
+    if args.preset_scoring is not None:
+        chosen.insert(0, (f"reward: as {Path(args.config).name} scores", args.preset_scoring, False))
+    return chosen
 
 
 def standalone(args, space, params, data, children: list[list[int]], shared: list[float],
@@ -126,6 +147,49 @@ def precision_at_top(scores, truth, fraction: float = 0.1) -> float:
     return len(top & set(np.argsort(-np.asarray(truth), kind="stable")[:k])) / k
 
 
+def setup(args, parser) -> tuple[SupernetConfig, DataConfig, OptimConfig]:
+    """The supernet, data and optimiser: the preset's (``--config``) or the bench's own."""
+    if args.config:
+        cfg = load_config(args.config, {"data.data_dir": args.data_dir} if args.data_dir else None)
+        if cfg.space.name != args.space:
+            parser.error(f"{args.config} searches {cfg.space.name}, not --space {args.space}")
+        args.preset_scoring = cfg.weight_sharing.scoring
+        args.train_size, args.valid_size = cfg.data.train_size, cfg.data.valid_size
+        return cfg.supernet, cfg.data, cfg.optim
+    args.preset_scoring = None
+    net = SupernetConfig(channels=args.channels, num_cells=1)
+    optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
+    data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
+                       batch_size=64, eval_batch_size=100)
+            if args.data_dir else DataConfig(source="synthetic", synthetic_train=args.train_size + args.valid_size,
+                                             synthetic_test=1000, train_size=args.train_size,
+                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=100))
+    return net, data, optim
+
+
+def print_table(label_scores: list[dict[str, list[list[float]]]], labels: list[str], truth: list[float],
+                n_children: int) -> None:
+    """Per scoring option: tau, rho, precision@10% (mean ± std over seeds and draws), the truth's
+    rank of the option's top 3 (first seed) and the reward's noise relative to the children's spread."""
+    alone_rank = {i: r + 1 for r, i in enumerate(np.argsort(truth)[::-1])}
+    print(f"{'scoring':<58} {'Kendall tau':>16} {'Spearman rho':>16} {'precision@10%':>16}  "
+          "truth's rank of its top 3  noise/spread")
+    for label in labels:
+        draws = [d for scores in label_scores for d in scores[label]]
+        taus = [kendalltau(d, truth).statistic for d in draws]
+        rhos = [spearmanr(d, truth).statistic for d in draws]
+        precisions = [precision_at_top(d, truth) for d in draws]
+        first = label_scores[0][label]
+        mean = np.mean(first, axis=0)  # top 3 by the first seed's average over its draws
+        top3 = ", ".join(f"#{alone_rank[i]}" for i in np.argsort(-mean, kind="stable")[:3])
+        # how much of a reward is the draw of minibatches: a child's std over the draws (mean over
+        # children), relative to the spread of the children's mean rewards
+        noise = np.std(first, axis=0).mean() / np.std(mean) if len(first) > 1 else 0.0
+        print(f"{label:<58} {np.mean(taus):>7.3f} ± {np.std(taus):<6.3f} {np.mean(rhos):>7.3f} ± {np.std(rhos):<6.3f}"
+              f" {np.mean(precisions):>7.3f} ± {np.std(precisions):<6.3f}  {top3 + f' of {n_children}':<25} "
+              f"{noise:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 (arrays or torchvision); default: generated")
@@ -142,14 +206,20 @@ def main() -> None:
     parser.add_argument("--cache", default="runs/ranking/standalone.json", help="stand-alone results per setting")
     parser.add_argument("--ground-truth", default=None, help="a table of stand-alone accuracies (nb201 cells)")
     parser.add_argument("--truth-key", default="test")
+    parser.add_argument("--config", default=None, help="train and score as this search preset does")
+    parser.add_argument("--score-at", default="", help="also score after these epochs (comma-separated)")
+    parser.add_argument("--only", default="", help="scoring options whose label contains one of these (commas)")
+    parser.add_argument("--sampling", default="uniform", choices=SAMPLINGS, help="children the supernet trains on")
     args = parser.parse_args()
+    args.score_at = sorted({int(e) for e in args.score_at.split(",") if e} | {args.epochs})
+    if args.score_at[0] < 1 or args.score_at[-1] > args.epochs:
+        parser.error(f"--score-at: epochs between 1 and --epochs ({args.epochs}), got {args.score_at}")
+    args.only = [w for w in args.only.split(",") if w]
     params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
     space = build_space(args.space, **params)
-    data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
-                       batch_size=64, eval_batch_size=100)
-            if args.data_dir else DataConfig(source="synthetic", synthetic_train=args.train_size + args.valid_size,
-                                             synthetic_test=1000, train_size=args.train_size,
-                                             valid_size=args.valid_size, batch_size=64, eval_batch_size=100))
+    net, data, optim = setup(args, parser)
+    if args.config and not args.ground_truth:
+        parser.error("--config measures against --ground-truth (the stand-alone retraining uses the bench's sizes)")
     truth = None
     if args.ground_truth:
         if args.space != "nb201":
@@ -164,39 +234,29 @@ def main() -> None:
         children = space.sample_batch(np.random.default_rng(args.seed + 1), args.children or 16).tolist()
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # Ray Train needs the dashboard
     started = time.time()
-    per_seed = [train_and_score(args, space, params, data, args.seed + i, children, started)
+    per_seed = [train_and_score(args, space, params, (net, data, optim), args.seed + i, children, started)
                 for i in range(args.seeds)]
+    final = [scores[args.epochs] for scores in per_seed]
     if truth is None:
-        truth = standalone(args, space, params, data, children, per_seed[0]["whole validation split"][0], started)
+        truth = standalone(args, space, params, data, children, final[0]["whole validation split"][0], started)
         what = f"stand-alone {args.child_epochs} epochs on {args.train_size} images"
     else:
         what = f"NAS-Bench-201's 200-epoch {args.truth_key} accuracy ({args.ground_truth})"
     ray.shutdown()
 
-    alone_rank = {i: r + 1 for r, i in enumerate(np.argsort(truth)[::-1])}
-    print(f"\n{args.space}: supernet {args.epochs} epochs (uniform sampling) x {args.seeds} seed(s), "
+    labels = [label for label, _, _ in variants(args)]
+    how = f"as {args.config}" if args.config else f"{net.channels} channels, {data.train_size} training images"
+    print(f"\n{args.space}: supernet {args.epochs} epochs ({args.sampling} sampling; {how}) x {args.seeds} seed(s), "
           f"{len(children)} children against {what}; rewards over {args.draws} draws of "
           f"{data.eval_batch_size}-image minibatches; mean ± std over seeds and draws")
-    print(f"{'scoring':<58} {'Kendall tau':>16} {'Spearman rho':>16} {'precision@10%':>16}  "
-          "truth's rank of its top 3  noise/spread")
-    for label, _, _ in VARIANTS:
-        draws = [d for scores in per_seed for d in scores[label]]
-        taus = [kendalltau(d, truth).statistic for d in draws]
-        rhos = [spearmanr(d, truth).statistic for d in draws]
-        precisions = [precision_at_top(d, truth) for d in draws]
-        mean = np.mean(per_seed[0][label], axis=0)  # top 3 by the first seed's average over its draws
-        top3 = ", ".join(f"#{alone_rank[i]}" for i in np.argsort(-mean, kind="stable")[:3])
-        # how much of a reward is the draw of minibatches: a child's std over the draws (mean over
-        # children), relative to the spread of the children's mean rewards
-        first = per_seed[0][label]
-        noise = np.std(first, axis=0).mean() / np.std(mean) if len(first) > 1 else 0.0
-        print(f"{label:<58} {np.mean(taus):>7.3f} ± {np.std(taus):<6.3f} {np.mean(rhos):>7.3f} ± {np.std(rhos):<6.3f}"
-              f" {np.mean(precisions):>7.3f} ± {np.std(precisions):<6.3f}  {top3 + f' of {len(children)}':<25} "
-              f"{noise:.2f}")
-    shared = per_seed[0]["whole validation split"][0]
-    print(f"shared-weight accuracy (whole split) {np.mean(shared):.3f} ± {np.std(shared):.3f}, truth "
-          f"{np.mean(truth):.3f} ± {np.std(truth):.3f}  [{time.time() - started:.0f}s]")
-
+    for epoch in args.score_at:
+        print(f"\nafter {epoch} of {args.epochs} epochs:")
+        print_table([scores[epoch] for scores in per_seed], labels, truth, len(children))
+    whole = [label for label in labels if label.startswith("whole validation split")]
+    if whole:
+        shared = final[0][whole[0]][0]
+        print(f"shared-weight accuracy ({whole[0]}) {np.mean(shared):.3f} ± {np.std(shared):.3f}, truth "
+              f"{np.mean(truth):.3f} ± {np.std(truth):.3f}  [{time.time() - started:.0f}s]")
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,11 @@ MAX_ENUMERATED = 1_000_000
 class Evaluation:
     reward: float
     metrics: dict[str, float] = field(default_factory=dict)
+    # under an objective (objective.py): the reward before shaping, the child's costs and whether
+    # it meets every hard constraint
+    measured: float | None = None
+    costs: dict[str, float] | None = None
+    feasible: bool | None = None
 
 
 class Evaluator(Protocol):

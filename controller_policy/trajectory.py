@@ -20,6 +20,12 @@ def _write_atomically(path: Path, content: Any) -> None:
     tmp.replace(path)
 
 
+def _rank(row: dict[str, Any]) -> tuple:
+    """The best row is the one with the highest reward; under an objective, one meeting every hard
+    constraint comes first, and among those that do not (all paid the same penalty) the best measured."""
+    return row.get("feasible") is not False, row["reward"], row.get("measured", row["reward"])
+
+
 class TrajectoryRecorder:
     """Appends one line per evaluation (flushed at once) and keeps the best so far.
 
@@ -55,6 +61,8 @@ class TrajectoryRecorder:
             for arch, ev, from_cache in zip(archs, evaluations, cached):
                 row = {"sample": self.count, "arch": self.space.to_string(arch), "reward": ev.reward,
                        "metrics": ev.metrics}
+                if ev.costs is not None:  # searched under an objective: what was measured, what it costs
+                    row.update(measured=ev.measured, costs=ev.costs, feasible=ev.feasible)
                 if from_cache:
                     row["cached"] = True
                 else:
@@ -62,8 +70,9 @@ class TrajectoryRecorder:
                     if self.answers is not None:
                         self.answers[row["arch"]] = ev
                 f.write(json.dumps(row) + "\n")
-                if self.best is None or ev.reward > self.best["reward"]:
-                    self.best = {"arch": row["arch"], "reward": ev.reward, "metrics": ev.metrics, "sample": self.count}
+                if self.best is None or _rank(row) > _rank(self.best):
+                    self.best = {k: row[k] for k in ("arch", "reward", "metrics", "measured", "costs", "feasible")
+                                 if k in row} | {"sample": self.count}
                 self.count += 1
                 rows.append(row)
             f.flush()
@@ -84,7 +93,8 @@ class TrajectoryRecorder:
             _write_atomically(self.out_dir / BEST_ARCH, {
                 "arch": self.best["arch"], "json": self.space.to_json(arch), "actions": arch, "space": self.space.name,
                 "space_params": self.space.params(), "reward": self.best["reward"], "metrics": self.best["metrics"],
-                "sample": self.best["sample"]})
+                "sample": self.best["sample"],
+                **{k: self.best[k] for k in ("measured", "costs", "feasible") if k in self.best}})
 
     def state(self) -> dict[str, Any]:
         return {"count": self.count, "spent": self.spent, "best": self.best}
@@ -102,6 +112,7 @@ class TrajectoryRecorder:
             for line in kept:
                 row = json.loads(line)
                 if not row.get("cached"):
-                    self.answers[row["arch"]] = Evaluation(row["reward"], row["metrics"])
+                    self.answers[row["arch"]] = Evaluation(row["reward"], row["metrics"], row.get("measured"),
+                                                           row.get("costs"), row.get("feasible"))
         self._opened = True
         self.write_summary()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,15 +12,17 @@ from typing import Any
 
 import yaml
 
+from controller_policy.objective import Constraints
 from controller_policy.settings import ALGORITHM_NAMES, ControllerConfig, check_budget_mode, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
-    DataConfig, OptimConfig, ScoringConfig, SupernetConfig, TrainSettings, data_parallel_plan,
+    SAMPLINGS, DataConfig, OptimConfig, Skeleton, ScoringConfig, SupernetConfig, TrainSettings, data_parallel_plan,
 )
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the search and retrain presets
 
 EVALUATORS = ("supernet", "table")
+DEVICES = ("cpu", "cuda")  # latency tables are profiled for one of them
 
 
 class ConfigError(ValueError):
@@ -48,6 +51,38 @@ class EvaluatorSection:
     # Gaussian noise on every table reward, in units of the table's reward spread (std over its
     # entries): 2 is about a supernet's one-minibatch reward (bench/ranking.py); 0: the table as it is
     noise: float = 0.0
+
+
+@dataclass
+class ObjectiveSection:
+    """Searching under a budget (controller_policy/objective.py): each constraint a target and a mode."""
+
+    constraints: Constraints = field(default_factory=Constraints)
+    penalty: float = 0.0  # the reward of a child above a hard target
+    # the input the costs are counted at; null: the dataset's (weight sharing) or CIFAR-10's (a table)
+    in_channels: int | None = None
+    image_size: int | None = None
+    num_classes: int | None = None
+    latency_table: str | None = None  # `raynas profile`'s file: needed by a latency_ms constraint
+    device: str = "cpu"  # the device latencies are for (the latency table's)
+
+    def validate(self) -> None:
+        if self.constraints.latency_ms is not None and not self.latency_table:
+            raise ConfigError("objective.constraints.latency_ms needs objective.latency_table (--latency-table "
+                              "FILE), a table of op latencies: raynas profile --space SPACE --out FILE")
+        if self.device not in DEVICES:
+            raise ConfigError(f"objective.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for key, constraint in self.constraints.items():
+            try:
+                constraint.check(f"objective.constraints.{key}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not math.isfinite(self.penalty):
+            raise ConfigError(f"objective.penalty must be a finite number, got {self.penalty}")
+        for key, least in (("in_channels", 1), ("image_size", 1), ("num_classes", 2)):
+            value = getattr(self, key)
+            if value is not None and value < least:
+                raise ConfigError(f"objective.{key} must be >= {least} or null, got {value}")
 
 
 @dataclass
@@ -87,9 +122,12 @@ class WeightSharingSection:
     """The supernet phase of each ENAS epoch and the final derivation."""
 
     epochs: int = 10
-    # The first warmup_epochs of the epochs train the supernet on uniformly sampled children and run
-    # no controller phase (a young supernet's rewards favour parameter-free ops); 0: ENAS.
+    # The first warmup_epochs of the epochs train the supernet on children drawn as ``sampling`` says
+    # and run no controller phase (a young supernet's rewards favour parameter-free ops); 0: ENAS.
     warmup_epochs: int = 0
+    # the children the supernet trains on without a controller (the warm-up; REA and random throughout):
+    # each drawn uniformly, or "fair": every op of each decision equally often (FairNAS)
+    sampling: str = "uniform"
     archs_per_epoch: int = 64  # architectures the controller samples (and is rewarded for) per epoch
     train_steps: int | None = None  # shared-weight steps per epoch; None: one pass over the training split
     workers: int = 1
@@ -126,10 +164,20 @@ class SearchConfig:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
 
     @property
     def uses_supernet(self) -> bool:
         return self.evaluator.type == "supernet"
+
+    def cost_skeleton(self) -> Skeleton:
+        """The network a child's costs are counted at: the configured supernet, for the input of the
+        dataset searched on (a table, or no dataset named: CIFAR-10's), unless ``objective`` names another."""
+        named = self.uses_supernet and (self.data.data_dir or self.data.source == "synthetic")
+        shape = self.data.shape() if named else (3, 32, 10)
+        given = (self.objective.in_channels, self.objective.image_size, self.objective.num_classes)
+        channels, size, classes = (g or found for g, found in zip(given, shape))
+        return Skeleton(self.space.name, dict(self.space.params), self.supernet, channels, size, classes)
 
     def validate(self) -> "SearchConfig":
         if self.algo not in ALGORITHM_NAMES:
@@ -153,6 +201,8 @@ class SearchConfig:
                 data_parallel_plan(self.optim, self.data.batch_size, ws.workers, self.data.train_size)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+            if ws.sampling not in SAMPLINGS:
+                raise ConfigError(f"weight_sharing.sampling must be one of {', '.join(SAMPLINGS)}, got {ws.sampling!r}")
             if not 0 <= ws.warmup_epochs < ws.epochs:
                 raise ConfigError(f"weight_sharing.warmup_epochs must lie in [0, epochs = {ws.epochs}), "
                                   f"got {ws.warmup_epochs}")
@@ -200,6 +250,7 @@ class SearchConfig:
             clip = getattr(self, section).grad_clip
             if clip is not None and not 0 <= clip < float("inf"):
                 raise ConfigError(f"{section}.grad_clip must be a finite number >= 0 (0: no clipping), got {clip}")
+        self.objective.validate()
         return self
 
 
@@ -245,10 +296,16 @@ def _wrong(where: str, hint: Any, value: Any, example: Any) -> ConfigError:
     """The error for a value of the wrong type, with the types accepted and an example, as in
     ``ppo.lr must be a number or null, got 'abc' (a string); e.g. 0.001``."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    words = " or ".join(TYPE_WORDS.get(t, getattr(t, "__name__", str(t))) for t in options)
+    words = " or ".join("a mapping" if dataclasses.is_dataclass(t) else TYPE_WORDS.get(t, getattr(t, "__name__", str(t)))
+                        for t in options)
     given = TYPE_WORDS.get(type(value), type(value).__name__)
     if example is None:
         example = next((EXAMPLES[t] for t in options if t in EXAMPLES), None)
+    if example is None:  # a section: its fields without defaults, as YAML's flow style spells them
+        section = next((t for t in options if dataclasses.is_dataclass(t)), None)
+        required = [f.name for f in dataclasses.fields(section)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING] if section else []
+        example = "{" + ", ".join(f"{name}: ..." for name in required) + "}" if required else None
     if isinstance(example, bool):
         example = str(example).lower()  # YAML's spelling
     shown = "" if example is None else f"; e.g. {example}"
@@ -262,6 +319,8 @@ def _check_type(value: Any, hint: Any, where: str, example: Any = None) -> Any:
             try:
                 return _check_type(value, option, where)
             except ConfigError:
+                if isinstance(value, dict) and dataclasses.is_dataclass(option):
+                    raise  # a section with a problem inside: that problem, by its name
                 continue
         raise _wrong(where, hint, value, example)
     if hint is type(None):
@@ -293,6 +352,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         default = fields[key].default
         example = default if isinstance(default, (int, float, str)) and default is not dataclasses.MISSING else None
         kwargs[key] = _check_type(value, hints[key], path, example)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where + '.' if where else ''}{name} is required")
     try:
         return cls(**kwargs)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from controller_policy.evaluators import TableEvaluator
 from controller_policy.spaces import build_space
+from supernet_worker.latency_table import LatencyTable
 
 from .config import SearchConfig
 
@@ -22,11 +23,14 @@ def absolute(path: str) -> str:
 
 
 def resolve_paths(cfg: SearchConfig) -> SearchConfig:
-    """``cfg`` with its table and data directory absolute, as the caller meant them."""
+    """``cfg`` with its table, data directory and latency table absolute, as the caller meant them."""
     if cfg.evaluator.table:
         cfg = dataclasses.replace(cfg, evaluator=dataclasses.replace(cfg.evaluator, table=absolute(cfg.evaluator.table)))
     if cfg.data.data_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=absolute(cfg.data.data_dir)))
+    if cfg.objective.latency_table:
+        cfg = dataclasses.replace(cfg, objective=dataclasses.replace(
+            cfg.objective, latency_table=absolute(cfg.objective.latency_table)))
     return cfg
 
 
@@ -39,6 +43,8 @@ def check_inputs(cfg: SearchConfig) -> None:
     else:
         space = build_space(cfg.space.name, **cfg.space.params)
         TableEvaluator(space, cfg.evaluator.table, cfg.evaluator.reward_key).check_complete()
+    if cfg.objective.latency_table:  # profiled for this network, on the device the search means
+        LatencyTable(cfg.objective.latency_table).check(cfg.cost_skeleton(), cfg.objective.device)
 
 
 def check_experiment(location: str) -> None:

@@ -106,7 +106,8 @@ class SearchProgress:
         if SUPERNET not in result:
             return line + f"  mean reward {s['reward_mean']:.4f}"
         w, epoch = result[SUPERNET], int(result["training_iteration"])
-        controller = ("warm-up: uniform children, no controller" if epoch <= cfg.weight_sharing.warmup_epochs
+        warm_up = epoch <= cfg.weight_sharing.warmup_epochs
+        controller = (f"warm-up: {cfg.weight_sharing.sampling} children, no controller" if warm_up
                       else f"controller reward {w['controller_reward_mean']:.4f} entropy "
                            f"{w['controller_entropy']:.2f}  " + line)
         return (f"epoch {epoch}/{cfg.weight_sharing.epochs}  shared loss {w['shared_loss']:.3f} "

@@ -13,6 +13,9 @@ import torch
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from controller_policy.algorithms import ALGORITHMS
+from controller_policy.objective import Objective
+from supernet_worker.costs import CostModel
+from supernet_worker.latency_table import LatencyTable
 from supernet_worker.data import describe_data, load_dataset
 from supernet_worker.worker import WorkerSpec
 
@@ -29,7 +32,7 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         evaluator = None
         spec = WorkerSpec(space=cfg.space.name, space_params=cfg.space.params, supernet=cfg.supernet, data=cfg.data,
                           optim=cfg.optim, controller=cfg.controller, scoring=cfg.weight_sharing.scoring, seed=cfg.seed,
-                          threads=max(1, int(cfg.weight_sharing.cpus_per_worker)))
+                          threads=max(1, int(cfg.weight_sharing.cpus_per_worker)), sampling=cfg.weight_sharing.sampling)
         algo.weight_sharing = weight_sharing_settings(cfg.weight_sharing, spec)
     else:
         algo = ALGORITHMS[cfg.algo]()
@@ -43,7 +46,7 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
                 evaluator=evaluator, budget=cfg.budget, out_dir=out_dir,
                 episodes_per_iteration=episodes if cfg.episodes_per_iteration is None else cfg.episodes_per_iteration,
                 reward_scale=cfg.reward_scale, skip_weight=cfg.skip_weight,
-                budget_mode=cfg.budget_mode, quiet_ray_logs=not cfg.verbose)
+                budget_mode=cfg.budget_mode, quiet_ray_logs=not cfg.verbose, objective=build_objective(cfg))
     overrides = {"ppo": {("ppo_minibatches" if k == "minibatches" else k): v for k, v in vars(cfg.ppo).items()},
                  "reinforce": vars(cfg.reinforce), "rea": vars(cfg.rea), "random": {}}[cfg.algo]
     settings = {k: v for k, v in overrides.items() if v is not None}
@@ -51,6 +54,19 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         settings["grad_clip"] = None
     algo.training(**{**defaults, **settings})
     return algo.debugging(seed=cfg.seed, log_level="ERROR")
+
+
+def build_objective(cfg: SearchConfig) -> Objective | None:
+    """The search's objective when it has constraints, its costs counted at ``cfg.cost_skeleton()``."""
+    section = cfg.objective
+    if not section.constraints.items():
+        return None
+    skeleton = cfg.cost_skeleton()
+    latency = None
+    if section.latency_table:
+        latency = LatencyTable(section.latency_table)
+        latency.check(skeleton, section.device)
+    return Objective(section.constraints, section.penalty, CostModel(skeleton, latency))
 
 
 def save_checkpoint(algo, out: Path, iteration: int, keep: int) -> Path:

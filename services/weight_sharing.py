@@ -195,14 +195,25 @@ class WeightSharingMixin:
         for start in range(0, len(unique), chunk):
             accs += self.pool.evaluate(unique[start:start + chunk], full=True)
             self.report_phase("derive", len(accs), len(unique))
-        ranked = sorted(zip(unique, accs), key=lambda p: -p[1])
-        top = [{"arch": self.space.to_string(a), "json": self.space.to_json(a), "actions": a,
-                "valid_accuracy": acc, "space": self.space.name, "space_params": self.space.params()}
-               for a, acc in ranked[:k]]
+        scored = [{"arch": self.space.to_string(a), "json": self.space.to_json(a), "actions": a,
+                   "valid_accuracy": acc, "space": self.space.name, "space_params": self.space.params(),
+                   **self.objective_fields(a, acc)} for a, acc in zip(unique, accs)]
+        # under an objective: children meeting every hard constraint first, then by the shaped score
+        # (the accuracy itself with hard constraints only); otherwise by accuracy
+        top = sorted(scored, key=lambda c: (c.get("feasible", True), c.get("score", c["valid_accuracy"])),
+                     reverse=True)[:k]
         (self.out_dir / "best_arch.json").write_text(json.dumps(top[0], indent=2) + "\n")
         (self.out_dir / "top_archs.json").write_text(json.dumps(top, indent=2) + "\n")
         self.metrics.log_value((SUPERNET, "derived_valid_accuracy"), top[0]["valid_accuracy"], window=1)
         return top[0]
+
+    def objective_fields(self, arch: list[int], accuracy: float) -> dict[str, Any]:
+        """A derived child's shaped score, costs and feasibility under the search's objective."""
+        objective = self.config.objective
+        if objective is None:
+            return {}
+        score, costs, feasible = objective.shape(arch, accuracy)
+        return {"score": score, "costs": costs, "feasible": feasible}
 
     def derivation_candidates(self, m: int) -> list[list[int]]:
         """ENAS: ``m`` children sampled from the final controller (uniform ones without one)."""

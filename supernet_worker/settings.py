@@ -3,7 +3,7 @@ a command line validates a config with them before anything heavy is imported.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SOURCES = ("auto", "arrays", "cifar10", "synthetic")
@@ -60,6 +60,27 @@ class DataConfig:
             f"no dataset found in {data_dir}: expected train.npz and test.npz (uint8 x [N,H,W,C], "
             f"int y [N]) or CIFAR-10's original '{CIFAR10_FOLDER}/' folder (or set data.download: true)")
 
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, image size, classes) of the images this config reads: a network's input and
+        output (an arrays dataset's are read from its files)."""
+        source = self.locate()
+        if source == "synthetic":
+            return self.synthetic_channels, self.synthetic_image_size, self.synthetic_classes
+        if source == "cifar10":
+            return 3, 32, 10
+        import numpy as np
+
+        classes, shape = 0, None
+        for split in ("train", "test"):
+            path = Path(self.data_dir).expanduser() / f"{split}.npz"
+            try:
+                with np.load(path) as f:
+                    shape, labels = f["x"].shape, f["y"]
+            except Exception as exc:  # np.load raises OSError, ValueError, KeyError and zip errors alike
+                raise ValueError(f"{path} is not a readable arrays dataset (x and y): {exc}") from None
+            classes = max(classes, int(labels.max()) + 1 if len(labels) else 0)
+        return int(shape[3]), int(shape[1]), classes
+
 
 @dataclass
 class SupernetConfig:
@@ -85,7 +106,28 @@ class SupernetConfig:
             raise ValueError(f"supernet.drop_path must lie in [0, 1), got {self.drop_path}")
 
 
+@dataclass(frozen=True)
+class Skeleton:
+    """The network a child's costs are counted at (supernet_worker.costs, .latency): a space, its
+    supernet config and the input it classifies."""
+
+    space: str
+    space_params: dict = field(default_factory=dict)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    in_channels: int = 3
+    image_size: int = 32
+    num_classes: int = 10
+
+    def describe(self) -> dict:
+        """What a latency table records of the network it was profiled for (JSON, compared as such)."""
+        return {"space": self.space, "space_params": dict(self.space_params), "supernet": asdict(self.supernet),
+                "input": [self.in_channels, self.image_size], "num_classes": self.num_classes}
+
+
 DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
+#: how a supernet phase without controller (the warm-up) draws its children: each uniformly, or
+#: "fair": every op of each decision trained equally often (Space.sample_balanced)
+SAMPLINGS = ("uniform", "fair")
 
 
 @dataclass

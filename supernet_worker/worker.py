@@ -22,7 +22,7 @@ import torch.distributed as dist
 from controller_policy import ControllerConfig, ENASController, build_space
 
 from .data import DataConfig, make_splits
-from .settings import OptimConfig, ScoringConfig, data_parallel_plan  # noqa: F401 (also imported from here)
+from .settings import SAMPLINGS, OptimConfig, ScoringConfig, data_parallel_plan  # noqa: F401 (also imported from here)
 from .supernets import SupernetConfig, build_supernet, recalibrated_batch_norm
 
 
@@ -39,6 +39,11 @@ class WorkerSpec:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     seed: int = 0
     threads: int = 1  # torch CPU threads per worker
+    sampling: str = "uniform"  # the children of a phase without controller (SAMPLINGS)
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
 
 
 SAMPLE_CHUNK = 1024  # architectures per batched controller walk on a worker
@@ -113,7 +118,8 @@ class SupernetWorker:
         """The ``n`` training architectures of a supernet phase, drawn in one batched call from
         the (frozen) controller, or uniformly; seeded per rank and checkpointed."""
         if self.uniform:
-            return self.space.sample_batch(self.np_rng, n).tolist()
+            draw = self.space.sample_balanced if self.spec.sampling == "fair" else self.space.sample_batch
+            return draw(self.np_rng, n).tolist()
         archs: list[list[int]] = []
         with torch.no_grad():
             for start in range(0, n, SAMPLE_CHUNK):  # bounds the walk's memory on long phases

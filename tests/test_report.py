@@ -181,3 +181,62 @@ def test_the_curves_say_what_their_axes_and_band_are(experiment, monkeypatch):
     write_report(experiment, window=2)
     assert drawn and all(x == "architectures evaluated" and y == "reward (mean over seeds)" for x, y, _ in drawn)
     assert all(title.endswith("band: ± 1 std over seeds") for _, _, title in drawn)
+
+
+def test_pareto_front_by_hand():
+    from services.experiments.report import pareto_front
+
+    points = [(3.0, 0.9), (1.0, 0.5), (2.0, 0.4), (2.0, 0.7), (4.0, 0.8), (1.0, 0.3)]
+    assert pareto_front(points) == [(1.0, 0.5), (2.0, 0.7), (3.0, 0.9)]
+
+
+@pytest.fixture
+def constrained_experiment(tmp_path):
+    """Two algorithms x two seeds searched under a hard FLOPs target of 50 and a soft params one."""
+    rng = __import__("numpy").random.default_rng(0)
+    search = {"objective": {"constraints": {"flops_m": {"target": 50.0, "mode": "hard", "weight": -0.07},
+                                            "params_m": {"target": 1.0, "mode": "soft", "weight": -0.07}}}}
+    for i, (algo, seed) in enumerate([("ppo", 0), ("ppo", 1), ("random", 0), ("random", 1)]):
+        trial = tmp_path / f"search_trial_{i}"
+        trial.mkdir()
+        (trial / "params.json").write_text(json.dumps({"algo": algo, "seed": seed, "search": search}))
+        rows = []
+        for k in range(30):
+            flops, acc = float(rng.uniform(10, 100)), float(rng.uniform(0.5, 0.9))
+            rows.append({"sample": k, "arch": f"a{k}", "reward": acc if flops <= 50 else 0.0, "measured": acc,
+                         "metrics": {"valid": acc}, "costs": {"flops_m": flops, "params_m": flops / 50},
+                         "feasible": flops <= 50})
+        (trial / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_a_constrained_experiment_gets_pareto_plots_in_chromium(constrained_experiment, tmp_path):
+    import html as html_lib
+    import re
+    import subprocess
+
+    md = write_report(constrained_experiment, window=5).read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| algorithm"))
+    assert header.endswith("| best measured within the hard targets |")
+    for algo, trials in (("ppo", (0, 1)), ("random", (2, 3))):
+        best = []
+        for i in trials:
+            rows = [json.loads(line) for line in
+                    (constrained_experiment / f"search_trial_{i}" / "trajectory.jsonl").read_text().splitlines()]
+            best.append(max(r["measured"] for r in rows if r["feasible"]))
+        line = next(line for line in md.splitlines() if line.startswith(f"| {algo} "))
+        mean, std = sum(best) / 2, abs(best[0] - best[1]) / 2
+        assert line.endswith(f"| {mean:.4g} ± {std:.2g} (2/2 seeds found one) |"), line
+    assert "![pareto flops m](pareto_flops_m.png)" in md and "![pareto params m](pareto_params_m.png)" in md
+
+    browser = chromium()
+    page = tmp_path / "probe.html"
+    page.write_text((constrained_experiment / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert match, dom.stderr[-2000:]
+    seen = json.loads(html_lib.unescape(match.group(1)))
+    assert [i[0] for i in seen["images"]] == ["reward_curves", "best_curves", "pareto_flops_m", "pareto_params_m"]
+    assert all(complete and w > 300 and h > 200 for _, complete, w, h in seen["images"]), seen["images"]
+    assert seen["rows"][0][-1] == "best measured within the hard targets"

@@ -132,6 +132,7 @@ def test_worker_recalibrates_each_child_only_when_asked(ray_session):
 @pytest.mark.parametrize("overrides, message", [
     ({"weight_sharing.warmup_epochs": 2}, r"weight_sharing.warmup_epochs must lie in \[0, epochs = 2\), got 2"),
     ({"weight_sharing.warmup_epochs": -1}, r"must lie in \[0, epochs = 2\), got -1"),
+    ({"weight_sharing.sampling": "fairnas"}, r"weight_sharing.sampling must be one of uniform, fair, got 'fairnas'"),
     ({"weight_sharing.scoring": {"reward_batches": 0}}, "weight_sharing.scoring.reward_batches must be >= 1"),
     ({"weight_sharing.scoring": {"bn_calibration_batches": 9}},
      r"bn_calibration_batches \(9 x data.batch_size 16\) exceeds data.train_size \(128\)"),
@@ -149,6 +150,7 @@ def test_bad_reward_signal_settings_are_named(tmp_path, overrides, message):
 def test_warm_up_epochs_then_the_controller_with_every_scoring_option(ray_session, tmp_path, capsys):
     cfg = tiny_config(tmp_path, **{
         "space.name": "nb201", "space.params": {}, "weight_sharing.epochs": 3, "weight_sharing.warmup_epochs": 1,
+        "weight_sharing.sampling": "fair",
         "weight_sharing.scoring": {"reward_batches": 2, "same_batches": True, "bn_calibration_batches": 1}})
     assert cfg.budget == 16  # (3 - 1) x 8: warm-up epochs spend no budget
     from services.search import run_search
@@ -163,7 +165,7 @@ def test_warm_up_epochs_then_the_controller_with_every_scoring_option(ray_sessio
     assert float(metrics[0]["sampling_s"]) == 0 and float(metrics[1]["sampling_s"]) > 0
     assert [int(r["search"]["archs_sampled"]) for r in reported] == [0, 8, 16]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[raynas] epoch")]
-    assert "warm-up: uniform children, no controller" in lines[0] and "nan" not in lines[0]
+    assert "warm-up: fair children, no controller" in lines[0] and "nan" not in lines[0]
     assert "controller reward" in lines[1] and "8/16 architectures" in lines[1]
     # one draw of validation minibatches per controller iteration (4 architectures): within an
     # iteration equal architectures got equal rewards, and every reward is a share of 2 x 16 images

@@ -120,6 +120,12 @@ CASES = {
                             "evaluator.table"),
     "yaml absurd budget": (submit(budget=None, yaml_overrides="budget: 99999999\n"), INVALID,
                            "budget: 99999999 is outside"),
+    "latency table outside the roots": (submit(yaml_overrides="objective: {latency_table: /etc/hostname}\n"),
+                                        INVALID, "objective.latency_table: '/etc/hostname' is outside the directories"),
+    "latency constraint without table": (submit(yaml_overrides="objective: {constraints: {latency_ms: {target: 1}}}\n"),
+                                         INVALID, "objective.constraints.latency_ms needs objective.latency_table"),
+    "absurd flops target": (submit(yaml_overrides="objective: {constraints: {flops_m: {target: 1.0e+12}}}\n"),
+                            INVALID, "objective.constraints.flops_m.target: 1000000000000.0 is outside"),
     # bounds on the final config: every number, and the space's size before it is built
     "oversized space": (submit(space=0, yaml_overrides="space: {name: enas_macro, params: {num_layers: 2000}}\n"),
                         INVALID, "space.params.num_layers: '2000' is outside [1, 64]"),
@@ -208,8 +214,9 @@ def test_every_numeric_config_field_has_a_service_bound():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             hint = hints[f.name]
-            if dataclasses.is_dataclass(hint):
-                yield from numeric_keys(hint, f"{prefix}{f.name}.")
+            section = next((t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t)), None)
+            if section is not None:  # a section, or an optional one (objective.constraints.*)
+                yield from numeric_keys(section, f"{prefix}{f.name}.")
             elif {int, float} & set(typing.get_args(hint) or (hint,)):
                 yield prefix + f.name
 

@@ -34,6 +34,18 @@ def test_round_trips_and_legal_samples(space):
         assert parse_arch(space, obj) == parse_arch(space, space.to_string(arch)) == arch
 
 
+@pytest.mark.parametrize("space", SPACES, ids=lambda s: f"{s.name}-{s.num_decisions}")
+def test_balanced_samples_train_every_choice_equally_often(space):
+    archs = space.sample_balanced(np.random.default_rng(0), 23)
+    for arch in archs.tolist():
+        assert space.validate(arch) == arch
+    for t, d in enumerate(space.decisions):
+        counts = np.bincount(archs[:, t], minlength=d.num_choices)
+        assert counts.max() - counts.min() <= 1, (t, counts)
+    assert len({tuple(a) for a in archs.tolist()}) > 1  # decisions shuffled independently, not in lockstep
+    assert not np.array_equal(archs, space.sample_balanced(np.random.default_rng(1), 23))
+
+
 def test_macro_layout_and_size():
     space = EnasMacroSpace(num_layers=12)
     assert space.num_decisions == 12 + sum(range(12))

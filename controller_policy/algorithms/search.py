@@ -27,6 +27,7 @@ from ..env_runner import ArchitectureEnvRunner
 from ..evaluators import Evaluation, Evaluator, TableEvaluator
 from ..health import PolicyMonitor
 from ..logs import quiet_ray_logs
+from ..objective import Objective
 from ..rl_module import ControllerRLModule, controller_model_config
 from ..settings import RUNNING, check_budget_mode, check_reward_scale
 from ..spaces import SearchSpace, build_space
@@ -60,6 +61,7 @@ class SearchConfigMixin:
         self.reward_scale: float | str = RUNNING
         self.skip_weight = 0.0
         self.weight_sharing: dict[str, Any] | None = None  # set by the weight-sharing driver (services)
+        self.objective: Objective | None = None  # rewards shaped by the children's costs (objective.py)
         self.quiet_ray_logs = True  # drop RLlib/Tune messages that tell a user nothing (controller_policy.logs)
         self.batch_mode = "complete_episodes"
         self.num_env_runners = 0
@@ -69,17 +71,20 @@ class SearchConfigMixin:
                evaluator: dict | None = NotProvided, budget: int = NotProvided,
                episodes_per_iteration: int = NotProvided, out_dir: str | None = NotProvided,
                reward_scale: float | str = NotProvided, skip_weight: float = NotProvided,
-               budget_mode: str = NotProvided, quiet_ray_logs: bool = NotProvided):
+               budget_mode: str = NotProvided, quiet_ray_logs: bool = NotProvided,
+               objective: Objective | None = NotProvided):
         """``evaluator``: ``{"type": "table", "path": FILE, "reward_key": KEY}``, or None when a
         subclass scores architectures itself (weight sharing). ``reward_scale``: multiplies rewards
         before learning; ``"running"``: 1 / the largest |reward| observed so far (the current
         batch included), so rewards on any scale (accuracy in [0, 1] or [0, 100]) reach the
-        learner in [-1, 1] without knowledge of the optimum."""
+        learner in [-1, 1] without knowledge of the optimum. ``objective``: every evaluation's
+        reward shaped by the child's costs (accuracy under a budget; see objective.py)."""
         for key, value in [("space_name", space), ("space_params", space_params), ("controller_config", controller),
                            ("evaluator_config", evaluator), ("budget", budget),
                            ("episodes_per_iteration", episodes_per_iteration), ("out_dir", out_dir),
                            ("reward_scale", reward_scale), ("skip_weight", skip_weight),
-                           ("budget_mode", budget_mode), ("quiet_ray_logs", quiet_ray_logs)]:
+                           ("budget_mode", budget_mode), ("quiet_ray_logs", quiet_ray_logs),
+                           ("objective", objective)]:
             if value is not NotProvided:
                 setattr(self, key, value)
         self._sync_env()
@@ -144,6 +149,8 @@ class SearchAlgorithmMixin:
         self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)  # of the current iteration (epoch)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "budget_mode": self.config.budget_mode, "space": self.space.name}
+        if self.config.objective is not None:
+            meta["objective"] = self.config.objective.describe()
         self.recorder = TrajectoryRecorder(self.config.out_dir or self.logdir, self.space, meta,
                                            keep_answers=self.config.budget_mode == "unique",
                                            best_file=self.evaluator is not None)
@@ -211,14 +218,25 @@ class SearchAlgorithmMixin:
         unique, an architecture evaluated before (earlier in this batch too) is not evaluated again."""
         answers = self.recorder.answers
         if answers is None:  # budget_mode all
-            return self.evaluate_architectures(archs), [False] * len(archs)
+            return self._evaluate(archs), [False] * len(archs)
         keys = [self.space.to_string(a) for a in archs]
         first: dict[str, int] = {}  # new architectures: where each first occurs
         for i, key in enumerate(keys):
             if key not in answers and key not in first:
                 first[key] = i
-        new = dict(zip(first, self.evaluate_architectures([archs[i] for i in first.values()]))) if first else {}
+        new = dict(zip(first, self._evaluate([archs[i] for i in first.values()]))) if first else {}
         return [new[k] if k in new else answers[k] for k in keys], [first.get(k) != i for i, k in enumerate(keys)]
+
+    def _evaluate(self, archs: list[list[int]]) -> list[Evaluation]:
+        """``evaluate_architectures``, then each reward shaped by the objective when there is one."""
+        evaluations = self.evaluate_architectures(archs)
+        objective = self.config.objective
+        if objective is None:
+            return evaluations
+        for arch, ev in zip(archs, evaluations):
+            ev.measured = ev.reward
+            ev.reward, ev.costs, ev.feasible = objective.shape(arch, ev.reward)
+        return evaluations
 
     def propose(self, n: int) -> tuple[list[list[int]], list]:
         """``n`` architectures to evaluate next, and the RLlib episodes that sampled them."""

@@ -111,6 +111,17 @@ class SearchSpace(ABC):
             out[:, t] = rng.choice(np.flatnonzero(self.mask(t)), size=n)
         return out
 
+    def sample_balanced(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` architectures in which every legal choice of each decision appears equally often
+        (to within one): each decision runs through shuffled rounds of its choices, independently
+        of the others (FairNAS's strict fairness, Chu et al. 2021, without its gradient accumulation)."""
+        out = np.empty((n, self.num_decisions), np.int64)
+        for t in range(self.num_decisions):
+            legal = np.flatnonzero(self.mask(t))
+            rounds = -(-n // len(legal))
+            out[:, t] = np.concatenate([rng.permutation(legal) for _ in range(rounds)])[:n]
+        return out
+
     def validate(self, arch: Sequence[int]) -> Arch:
         """Return ``arch`` as a list of ints or raise ValueError naming the offending position."""
         try:

@@ -55,6 +55,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "optim.lr_max": (0, 10), "optim.lr_min": (0, 10), "optim.momentum": (0, 1), "optim.weight_decay": (0, 1),
     "optim.restart_period": (1, 10_000), "optim.restart_mult": (1, 100), "optim.grad_clip": (0, 1e6),
     "optim.warmup_epochs": (0, 10_000),
+    "objective.penalty": (-1e9, 1e9), "objective.in_channels": (1, 64), "objective.image_size": (1, 4096),
+    "objective.num_classes": (2, 100_000),
+    **{f"objective.constraints.{cost}.{key}": bounds for cost in ("params_m", "flops_m", "latency_ms")
+       for key, bounds in (("target", (1e-9, 1e9)), ("weight", (-100, 0)))},
 }
 # Space parameters, checked before the space is built (a space's size is set by them).
 SPACE_PARAM_BOUNDS = {"num_layers": (1, 64), "num_nodes": (1, 16)}
@@ -261,6 +265,8 @@ def _check_final(cfg: SearchConfig, paths: PathPolicy) -> None:
             cfg.data.data_dir = check_path(cfg.data.data_dir, "data.data_dir", paths, "dir")
     elif cfg.evaluator.table:
         cfg.evaluator.table = check_path(cfg.evaluator.table, "evaluator.table", paths, "file")
+    if cfg.objective.latency_table:  # read by the search: only below the data roots, as tables are
+        cfg.objective.latency_table = check_path(cfg.objective.latency_table, "objective.latency_table", paths, "file")
 
 
 def config_for_job(cfg: SearchConfig, output_dir: str) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""``raynas retrain``, ``export`` and ``show``: what to do with a found architecture."""
+"""``raynas retrain``, ``export`` and ``show``: what to do with a found architecture; ``profile``: what
+its ops cost on a device."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from .common import fail, parse_sets, run_again
+from .common import SPACE_NAMES, fail, parse_sets, run_again
 
 
 def retrain_config(args: argparse.Namespace):
@@ -74,6 +76,43 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"[raynas] {written[args.format]}")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    """Time every candidate op of the space's skeleton on the device: a latency table for
+    ``objective.constraints.latency_ms`` (see supernet_worker/latency.py)."""
+    from ..config import ConfigError, load_config
+
+    overrides = parse_sets(args.set)
+    for key, value in (("space.name", args.space), ("data.data_dir", args.data_dir), ("objective.device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        # validated as a table search's config (no dataset required), then read for its skeleton
+        cfg = load_config(args.config, overrides | {"evaluator.type": "table", "evaluator.table": "(profiling)"})
+        if cfg.data.data_dir or cfg.data.source == "synthetic":  # the input of the dataset named
+            cfg = dataclasses.replace(cfg, evaluator=dataclasses.replace(cfg.evaluator, type="supernet"))
+        skeleton = cfg.cost_skeleton()  # else CIFAR-10's, as for a table
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        fail("--repeats must be >= 1, --warmup >= 0 and --threads >= 1")
+    out = Path(args.out)
+    from supernet_worker.latency import Timing, profile
+
+    print(f"[raynas] profiling {skeleton.space} ops ({skeleton.supernet.channels} filters, "
+          f"{skeleton.in_channels}x{skeleton.image_size}x{skeleton.image_size} input) on {cfg.objective.device}",
+          flush=True)
+    try:
+        table = profile(skeleton, cfg.objective.device, Timing(args.warmup, args.repeats, 1, args.threads),
+                        log=lambda message: print(f"[raynas] {message}", flush=True))
+    except ValueError as exc:
+        fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"[raynas] {len(table['ops_ms'])} ops timed, fixed part {table['fixed_ms']:.3f} ms "
+          f"({table['device_name']}): {out}")
+    print(f"[raynas] next   raynas search ... --latency-table {out} --max-latency-ms MS")
+
+
 def cmd_show(args: argparse.Namespace) -> None:
     from ..config import ConfigError
     from ..show import draw
@@ -109,6 +148,19 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                              "torchscript: deprecated upstream")
     export.add_argument("--out", help="file (or directory) to write; default: beside MODEL as model.<format>")
     export.set_defaults(func=cmd_export)
+
+    prof = sub.add_parser("profile", help="time every candidate op on a device: a latency table for "
+                                          "--max-latency-ms")
+    prof.add_argument("--config", help="the search config whose skeleton (supernet, data) to profile")
+    prof.add_argument("--space", choices=SPACE_NAMES)
+    prof.add_argument("--data-dir", help="the dataset the search reads (its image size and classes)")
+    prof.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    prof.add_argument("--device", choices=["cpu", "cuda"], help="default: the config's objective.device (cpu)")
+    prof.add_argument("--threads", type=int, help="torch CPU threads while timing (default: torch's)")
+    prof.add_argument("--repeats", type=int, default=50, help="timed calls per op (the median is kept)")
+    prof.add_argument("--warmup", type=int, default=10, help="untimed calls first")
+    prof.add_argument("--out", required=True, help="the latency table to write (JSON)")
+    prof.set_defaults(func=cmd_profile)
 
     show = sub.add_parser("show", help="draw an architecture (png, svg or Graphviz dot)")
     show.add_argument("arch", help="best_arch.json, top_archs.json, summary.json (its best), a line of "

@@ -15,7 +15,7 @@ from .common import EVALUATORS, SPACE_NAMES, fail, parse_sets
 # Options --resume cannot honour (it continues what config.json says), and compare's defaults.
 RESUME_CONFLICTS = ("config", "set", "verbose", "space", "evaluator", "table", "reward_key", "algo", "budget",
                     "budget_mode", "seed", "out", "epochs", "workers", "gpus_per_worker", "data_dir", "algos", "seeds",
-                    "storage", "name")
+                    "storage", "name", "max_params_m", "max_flops_m", "max_latency_ms", "latency_table")
 DEFAULTS = {"algos": "ppo,reinforce,random", "seeds": 3, "storage": "runs/tune", "name": "compare"}
 
 
@@ -37,6 +37,14 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="supernet workers (weight sharing)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per supernet worker")
     parser.add_argument("--data-dir", help="dataset directory (train.npz/test.npz or cifar-10-batches-py/)")
+    parser.add_argument("--max-params-m", type=float, metavar="M",
+                        help="only children with at most M million parameters (a hard constraint)")
+    parser.add_argument("--max-flops-m", type=float, metavar="M",
+                        help="only children of at most M million FLOPs per image (a hard constraint)")
+    parser.add_argument("--max-latency-ms", type=float, metavar="MS",
+                        help="only children predicted to run in at most MS milliseconds (a hard constraint; "
+                             "needs --latency-table)")
+    parser.add_argument("--latency-table", metavar="FILE", help="op latencies on the target device (raynas profile)")
     parser.add_argument("--verbose", action="store_true", default=None,
                         help="also show the Ray/RLlib/Tune messages raynas drops by default")
 
@@ -55,8 +63,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """--set pairs, then the flags; a key given both ways is refused (which one was meant?)."""
     overrides = parse_sets(args.set)
     for key, value in _search_overrides(args).items():
-        if key in overrides:
-            fail(f"{key} is given twice (a flag and --set {key}=...): keep one")
+        given = [k for k in overrides if k == key or k.startswith(key + ".")]
+        if given:
+            fail(f"{key} is given twice (a flag and --set {given[0]}=...): keep one")
         overrides[key] = value
     return overrides
 
@@ -68,7 +77,11 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
              ("seed", args.seed), ("out", args.out), ("ray_address", args.address),
              ("weight_sharing.epochs", args.epochs), ("weight_sharing.workers", args.workers),
              ("weight_sharing.gpus_per_worker", args.gpus_per_worker), ("data.data_dir", args.data_dir),
-             ("verbose", args.verbose)]
+             ("verbose", args.verbose),
+             ("objective.latency_table", args.latency_table),
+             *((f"objective.constraints.{cost}", None if limit is None else {"target": limit, "mode": "hard"})
+               for cost, limit in (("params_m", args.max_params_m), ("flops_m", args.max_flops_m),
+                                   ("latency_ms", args.max_latency_ms)))]
     return {key: value for key, value in pairs if value is not None}
 
 

@@ -39,7 +39,34 @@ def compare_command(cfg: Any) -> str:
              "--budget", str(cfg.budget), "--algos", "ppo,reinforce,rea,random", "--seeds", "3"]
     if cfg.evaluator.reward_key:
         words[8:8] = ["--reward-key", cfg.evaluator.reward_key]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(shlex.quote(w) for w in words + objective_words(cfg))
+
+
+def objective_words(cfg: Any) -> list[str]:
+    """The options that make another search count costs as this one did: its constraints (a hard one
+    as its flag) and the skeleton and input they are counted at, where they differ from the defaults."""
+    import dataclasses
+
+    section = cfg.objective
+    if not section.constraints.items():
+        return []
+    words = []
+    for key, c in section.constraints.items():
+        if c.mode == "hard":
+            words += [f"--max-{key.replace('_', '-')}", f"{c.target:g}"]
+        else:
+            words += ["--set", f"objective.constraints.{key}={{target: {c.target:g}, mode: soft, weight: {c.weight:g}}}"]
+    defaults = type(section)()
+    if section.latency_table:
+        words += ["--latency-table", section.latency_table]
+    for key in ("penalty", "in_channels", "image_size", "num_classes", "device"):
+        if getattr(section, key) != getattr(defaults, key):
+            words += ["--set", f"objective.{key}={getattr(section, key)}"]
+    for f in dataclasses.fields(cfg.supernet):
+        value = getattr(cfg.supernet, f.name)
+        if value != f.default:
+            words += ["--set", f"supernet.{f.name}={json.dumps(value)}"]
+    return words
 
 
 def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
@@ -54,6 +81,7 @@ def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
                   "accuracy",
                   f"       (the search's best reward: {best['reward']:.4f}, on "
                   f"{cfg.weight_sharing.scoring.reward_batches} validation minibatch(es) per child)"]
+        lines += objective_lines(cfg, derived)
         lines += controller_lines(cfg, derived["arch"])
         picture = _draw(out / "best_arch.json")
         lines.append(f"files  {out}/: best_arch.json{picture}, top_archs.json, metrics.csv, trajectory.jsonl, "
@@ -66,10 +94,27 @@ def search_summary(cfg: Any, summary: dict[str, Any]) -> list[str]:
         lines += [f"found  {best['arch']}",
                   f"       reward {best['reward']:.4f} ({cfg.evaluator.reward_key or 'the table'}'s value"
                   f"{'; ' + extra if extra else ''}), architecture {best['sample'] + 1} of {summary['evaluated']}",
+                  *objective_lines(cfg, best),
                   f"files  {out}/: best_arch.json, summary.json, trajectory.jsonl, progress.json, config.json, "
                   "checkpoints/",
                   "next   " + compare_command(cfg) + "   # all four algorithms, three seeds each"]
     return ["[raynas] " + line for line in lines]
+
+
+def objective_lines(cfg: Any, best: dict[str, Any]) -> list[str]:
+    """A child found under an objective: its costs against the targets, and a warning when it
+    does not meet every hard constraint (no child the search saw did)."""
+    if "costs" not in best:
+        return []
+    targets = dict(cfg.objective.constraints.items())
+    costs = ", ".join(f"{key} {value:.4g}" + (f" (target {targets[key].target:g}, {targets[key].mode})"
+                                              if key in targets else "") for key, value in best["costs"].items())
+    lines = [f"       costs {costs}" + (f"; reward shaped from {best['measured']:.4f} measured"
+                                        if "measured" in best and best["measured"] != best["reward"] else "")]
+    if not best["feasible"]:
+        lines.append("WARNING no child the search saw meets every hard constraint: this one is the best of those "
+                     "that do not (raise the targets, or search longer)")
+    return lines
 
 
 def controller_lines(cfg: Any, arch: str) -> list[str]:

@@ -11,6 +11,10 @@ architecture's accuracy on the whole validation split (the one-minibatch rewards
 on that trial's own supernet, are shown as curves only); with a table, the test metric of the
 best-by-validation architecture when the table has one, else the best reward found. The verdict
 says which differences are within noise (a paired t-test over the seeds the algorithms share).
+
+Trials searched under an objective (``objective.constraints``) also get, per cost, accuracy against
+that cost with every algorithm's children and each algorithm's Pareto front (``pareto_<cost>.png``),
+and a column with the best measured reward among the children within every hard target.
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ class Trial:
     path: Path = field(default_factory=Path)
     derived: float | None = None  # weight sharing: the derived architecture's full-validation accuracy
     saturated: float | None = None  # weight sharing: share of squashed logits at exactly ±1 after the last update
+    # under an objective: every child's costs, measured reward and feasibility; and the hard targets
+    children: list[dict[str, Any]] = field(default_factory=list)
+    targets: dict[str, float] = field(default_factory=dict)
 
 
 def last_result(trial_dir: Path) -> dict[str, Any]:
@@ -77,8 +84,13 @@ def load_trials(experiment: Path) -> list[Trial]:
         derived = None
         if (trial_dir / "best_arch.json").is_file():  # a table's search writes one too: its best, not derived
             derived = json.loads((trial_dir / "best_arch.json").read_text()).get("valid_accuracy")
+        children = [{"costs": r["costs"], "measured": r["measured"], "feasible": r["feasible"]}
+                    for r in rows if "costs" in r and not r.get("cached")]
+        constraints = (params.get("search") or {}).get("objective", {}).get("constraints") or {}
+        targets = {key: c["target"] for key, c in constraints.items() if c and c.get("mode") == "hard"}
         trials.append(Trial(params["algo"], int(params["seed"]), np.array([r["reward"] for r in rows], float),
-                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived, saturated))
+                            max(rows, key=lambda r: r["reward"]), entropy, trial_dir, derived, saturated,
+                            children, targets))
     if not trials:
         raise ValueError(f"{experiment} holds no trials with a trajectory.jsonl (is it a raynas compare experiment?)")
     return trials
@@ -134,8 +146,53 @@ def summarise(trials: list[Trial]) -> dict[str, dict[str, Any]]:
             "test": [t.best_row["metrics"].get("test") for t in group],
             "derived": [t.derived for t in group],
             "score": {t.seed: _score(t, criterion) for t in group},
+            # under an objective: the best measured reward among each seed's children within every hard target
+            "constrained": [max((c["measured"] for c in t.children if c["feasible"]), default=None) for t in group],
         }
     return table
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both counts (lower cost, higher accuracy), by cost."""
+    front: list[tuple[float, float]] = []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((cost, acc))
+    return front
+
+
+def _pareto_plots(trials: list[Trial], out: Path) -> list[Path]:
+    """Per cost: every algorithm's children (all seeds), accuracy against cost, and its Pareto front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    costs = sorted({key for t in trials for c in t.children for key in c["costs"]})
+    paths = []
+    for key in costs:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for algo in sorted({t.algo for t in trials}):
+            points = [(c["costs"][key], c["measured"]) for t in trials if t.algo == algo for c in t.children]
+            if not points:
+                continue
+            x, y = zip(*points)
+            dots = ax.scatter(x, y, s=10, alpha=0.35, label=f"{algo}: {len(points)} children")
+            fx, fy = zip(*pareto_front(points))
+            ax.step(fx, fy, where="post", color=dots.get_facecolor()[0][:3], linewidth=1.5)
+        target = next((t.targets[key] for t in trials if key in t.targets), None)
+        if target is not None:
+            ax.axvline(target, color="grey", linestyle="--", linewidth=1, label=f"hard target {target:g}")
+        ax.set_xlabel(key.replace("_m", " (millions)"))
+        ax.set_ylabel("measured reward (accuracy)")
+        ax.set_title(f"accuracy against {key}; lines: each algorithm's Pareto front")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = out / f"pareto_{key}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def compare_pair(a: dict[int, float], b: dict[int, float]) -> tuple[float, float | None, int]:
@@ -264,23 +321,29 @@ def _write(experiment: Path, window: int | None) -> Written:
     window = window or max(1, min(len(t.rewards) for t in trials) // 20)
     table = summarise(trials)
     criterion = ranking_criterion(trials)
-    plots = _curves(trials, experiment, window)
+    plots = (*_curves(trials, experiment, window), *_pareto_plots(trials, experiment))
     has_test = any(v is not None for row in table.values() for v in row["test"])
+    constrained = any(t.children for t in trials)
     if criterion == "derived":  # one-minibatch rewards on each trial's own supernet: curves only
         header = ["algorithm", "seeds", "derived architecture: valid accuracy (whole split)", "final entropy",
                   "final logits at exactly ±1 (a frozen policy)"]
     else:
         header = ["algorithm", "seeds", "final best"] + [f"archs to {f:.0%} of best" for f in FRACTIONS]
         header += ["final entropy"] + (["test metric of best"] if has_test else [])
+    if constrained:
+        header.append("best measured within the hard targets")
     rows = []
     for algo, row in table.items():
         if criterion == "derived":
-            rows.append([algo, str(row["seeds"]), _mean_std(row["derived"]), _mean_std(row["entropy"]),
-                         _mean_std(row["saturated"])])
-            continue
-        cells = [algo, str(row["seeds"]), _mean_std(row["final_best"])]
-        cells += [f"{_mean_std(row['reach'][f])} ({len(row['reach'][f])}/{row['seeds']})" for f in FRACTIONS]
-        cells += [_mean_std(row["entropy"])] + ([_mean_std(row["test"])] if has_test else [])
+            cells = [algo, str(row["seeds"]), _mean_std(row["derived"]), _mean_std(row["entropy"]),
+                     _mean_std(row["saturated"])]
+        else:
+            cells = [algo, str(row["seeds"]), _mean_std(row["final_best"])]
+            cells += [f"{_mean_std(row['reach'][f])} ({len(row['reach'][f])}/{row['seeds']})" for f in FRACTIONS]
+            cells += [_mean_std(row["entropy"])] + ([_mean_std(row["test"])] if has_test else [])
+        if constrained:
+            found = [v for v in row["constrained"] if v is not None]
+            cells.append(f"{_mean_std(found)} ({len(found)}/{row['seeds']} seeds found one)")
         rows.append(cells)
     text = ranking(table, criterion)
     if criterion != "derived":
@@ -288,7 +351,8 @@ def _write(experiment: Path, window: int | None) -> Written:
     md = [f"# raynas comparison: {experiment.name}", "", text, "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", f"![controller mean reward]({plots[0].name})", f"![best reward]({plots[1].name})", ""]
+    md += ["", f"![controller mean reward]({plots[0].name})", f"![best reward]({plots[1].name})"]
+    md += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in plots[2:]] + [""]
     (experiment / "report.md").write_text("\n".join(md))
     images = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
                      for p in plots)
@@ -306,7 +370,8 @@ def _write(experiment: Path, window: int | None) -> Written:
 # best_arch.json too: without it a weight-sharing experiment at a URI would be ranked by its
 # one-minibatch rewards instead of its derived architectures
 REPORT_INPUTS = ("params.json", "trajectory.jsonl", "metrics.csv", "best_arch.json", "result.json")
-REPORT_OUTPUTS = ("report.md", "report.html", "reward_curves.png", "best_curves.png")
+REPORT_OUTPUTS = ("report.md", "report.html", "reward_curves.png", "best_curves.png", "pareto_params_m.png",
+                  "pareto_flops_m.png")
 
 
 def report_at(location: str | Path, window: int | None = None) -> Written:
@@ -319,6 +384,6 @@ def report_at(location: str | Path, window: int | None = None) -> Written:
         local = Path(tmp) / Path(root).name
         storage.download(fs, root, local, accept=lambda rel: rel.count("/") == 1 and rel.endswith(REPORT_INPUTS))
         written = _write(local, window)
-        storage.upload([local / name for name in REPORT_OUTPUTS], fs, root)
+        storage.upload([local / name for name in REPORT_OUTPUTS if (local / name).exists()], fs, root)
     written.location = f"{str(location).rstrip('/')}/report.md"
     return written
