@@ -8,9 +8,11 @@ normalised inside, -> class logits; the batch dimension is dynamic.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import platform
 import re
 import traceback
 import warnings
@@ -21,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from controller_policy.logs import quieted
+
+from .settings import Skeleton, SupernetConfig
 
 FORMATS = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 MODEL_JSON = "model.json"
@@ -82,8 +86,6 @@ ONNX_OPTIMIZER_LOGGERS = ("onnxscript", "onnx_ir")
 
 
 def _require_onnx() -> None:
-    import importlib.util
-
     absent = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if absent:
         raise ExportError(f"ONNX export needs the export extra (pip install 'raynas[export]'): "
@@ -122,6 +124,35 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def measured_costs(out: Path, saved: dict[str, Any]) -> dict[str, Any]:
+    """This network's parameters and FLOPs (counted exactly: supernet_worker.costs) and its latency
+    for one image, measured here on CPU: model.pt under torch and, when written, model.onnx under
+    onnxruntime (the median of 50 calls after 10, with torch's thread count)."""
+    from .costs import CostModel
+    from .latency import Timing, time_call
+    from .retrain import load_model  # retrain imports this module
+
+    skeleton = Skeleton(saved["space"], saved["space_params"], SupernetConfig(**saved["supernet"]),
+                        saved["in_channels"], saved["image_size"][0], saved["num_classes"])
+    costs: dict[str, Any] = CostModel(skeleton)(saved["arch"])
+    child, _ = load_model(out / "model.pt")
+    image = torch.rand(1, saved["in_channels"], *saved["image_size"])
+    timing = Timing()
+    with torch.inference_mode():
+        latency = {"torch_cpu": time_call(lambda: child(image), timing, "cpu")}
+    if (out / FORMATS["onnx"]).is_file() and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(out / FORMATS["onnx"]), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: image.numpy()}
+        latency["onnxruntime_cpu"] = time_call(lambda: session.run(None, feed), timing, "cpu")
+    costs["latency_ms"] = latency
+    costs["measured_on"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), batch 1"
+    return costs
+
+
 def write_model_json(out: Path, saved: dict[str, Any], missing: dict[str, str] | None = None) -> Path:
     """``model.json`` beside ``model.pt``: what the exported files compute and expect, and each
     file's sha256. ``saved`` is ``model.pt``'s metadata; ``missing``: format -> why it was not written."""
@@ -142,6 +173,7 @@ def write_model_json(out: Path, saved: dict[str, Any], missing: dict[str, str] |
         "output": {"name": "logits", "shape": ["batch", saved["num_classes"]], "num_classes": saved["num_classes"]},
         "test_accuracy": saved.get("test_accuracy"),
         "test_split": saved.get("test_split"),
+        "costs": measured_costs(out, saved),
         "onnx_opset": ONNX_OPSET,
         "torch": torch.__version__,
         "files": {"model": {"file": "model.pt", "sha256": sha256(out / "model.pt"),

@@ -10,8 +10,10 @@ from torch import nn
 
 from services.config import load_config, RetrainConfig
 from services.retrain import run_retrain
+from supernet_worker.costs import CostModel, Skeleton
 from supernet_worker.export import FORMATS, ExportError, ExportedClassifier, export_classifier, sha256
 from supernet_worker.retrain import load_model
+from supernet_worker.supernets import SupernetConfig
 from tests.test_retrain import arch_file
 
 SPACES = [("enas_macro", {"num_layers": 3}, {"auxiliary": True, "widen_at_reduction": True}),
@@ -76,6 +78,11 @@ def test_every_space_exports_to_every_format_and_runs_without_raynas(ray_session
         assert info["files"]["model"]["sha256"] == sha256(out / "model.pt")
 
         child, saved = load_model(out / "model.pt")
+        # its costs: counted for this network, latency measured under torch and onnxruntime
+        counted = CostModel(Skeleton(name, params, SupernetConfig(**saved["supernet"]), 3, 16, 10))(arch)
+        assert {k: info["costs"][k] for k in ("params_m", "flops_m")} == counted
+        assert set(info["costs"]["latency_ms"]) == {"torch_cpu", "onnxruntime_cpu"}
+        assert all(ms > 0 for ms in info["costs"]["latency_ms"].values()) and "batch 1" in info["costs"]["measured_on"]
         reference = ExportedClassifier(child, saved["mean"], saved["std"]).eval()
         batches = [torch.rand(n, 3, 16, 16) for n in (1, 7)]  # the batch dimension is dynamic
         with torch.no_grad():
