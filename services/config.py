@@ -16,13 +16,13 @@ from controller_policy.objective import Constraints
 from controller_policy.settings import ALGORITHM_NAMES, ControllerConfig, check_budget_mode, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
-    SAMPLINGS, DataConfig, OptimConfig, Skeleton, ScoringConfig, SupernetConfig, TrainSettings, data_parallel_plan,
+    DEVICES, SAMPLINGS, DataConfig, OptimConfig, ScoringConfig, Skeleton, SupernetConfig, TrainSettings,
+    data_parallel_plan,
 )
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the search and retrain presets
 
 EVALUATORS = ("supernet", "table")
-DEVICES = ("cpu", "cuda")  # latency tables are profiled for one of them
 
 
 class ConfigError(ValueError):
@@ -296,8 +296,8 @@ def _wrong(where: str, hint: Any, value: Any, example: Any) -> ConfigError:
     """The error for a value of the wrong type, with the types accepted and an example, as in
     ``ppo.lr must be a number or null, got 'abc' (a string); e.g. 0.001``."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    words = " or ".join("a mapping" if dataclasses.is_dataclass(t) else TYPE_WORDS.get(t, getattr(t, "__name__", str(t)))
-                        for t in options)
+    words = " or ".join("a mapping" if dataclasses.is_dataclass(t)
+                        else TYPE_WORDS.get(t, getattr(t, "__name__", str(t))) for t in options)
     given = TYPE_WORDS.get(type(value), type(value).__name__)
     if example is None:
         example = next((EXAMPLES[t] for t in options if t in EXAMPLES), None)

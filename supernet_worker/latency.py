@@ -24,10 +24,9 @@ from torch import Tensor, nn
 from controller_policy.spaces import build_space
 
 from .latency_table import LATENCY_FORMAT
-from .settings import Skeleton
+from .settings import DEVICES, Skeleton
 from .supernets import build_child, build_supernet
 
-DEVICES = ("cpu", "cuda")
 ROUNDS = 2  # passes over all ops while profiling
 
 

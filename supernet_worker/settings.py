@@ -124,6 +124,7 @@ class Skeleton:
                 "input": [self.in_channels, self.image_size], "num_classes": self.num_classes}
 
 
+DEVICES = ("cpu", "cuda")  # what a latency table can be profiled on (supernet_worker.latency)
 DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
 #: how a supernet phase without controller (the warm-up) draws its children: each uniformly, or
 #: "fair": every op of each decision trained equally often (Space.sample_balanced)

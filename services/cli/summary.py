@@ -55,7 +55,8 @@ def objective_words(cfg: Any) -> list[str]:
         if c.mode == "hard":
             words += [f"--max-{key.replace('_', '-')}", f"{c.target:g}"]
         else:
-            words += ["--set", f"objective.constraints.{key}={{target: {c.target:g}, mode: soft, weight: {c.weight:g}}}"]
+            soft = f"{{target: {c.target:g}, mode: soft, weight: {c.weight:g}}}"
+            words += ["--set", f"objective.constraints.{key}={soft}"]
     defaults = type(section)()
     if section.latency_table:
         words += ["--latency-table", section.latency_table]
