@@ -136,21 +136,27 @@ def chromium():
     return path
 
 
-def test_report_html_renders_in_headless_chromium(experiment, tmp_path):
+def probe_in_chromium(browser: str, report_html, tmp_path) -> dict:
+    """What headless chromium made of a report: its images, table rows, verdict and fetches."""
+    import html as html_lib
     import re
     import subprocess
 
-    browser = chromium()
-    write_report(experiment, window=2)
     page = tmp_path / "probe.html"
-    page.write_text((experiment / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    page.write_text(report_html.read_text().replace("</body>", PROBE + "</body>"))
     dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                           page.as_uri()], capture_output=True, text=True, timeout=120)
     match = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
     assert match, dom.stderr[-2000:]
-    import html as html_lib
+    return json.loads(html_lib.unescape(match.group(1)))
 
-    seen = json.loads(html_lib.unescape(match.group(1)))
+
+def test_report_html_renders_in_headless_chromium(experiment, tmp_path):
+    import subprocess
+
+    browser = chromium()
+    write_report(experiment, window=2)
+    seen = probe_in_chromium(browser, experiment / "report.html", tmp_path)
     # Both plots decoded from the embedded data (a broken image has naturalWidth 0).
     assert [i[0] for i in seen["images"]] == ["reward_curves", "best_curves"]
     assert all(complete and w > 300 and h > 200 for _, complete, w, h in seen["images"]), seen["images"]
@@ -211,10 +217,6 @@ def constrained_experiment(tmp_path):
 
 
 def test_a_constrained_experiment_gets_pareto_plots_in_chromium(constrained_experiment, tmp_path):
-    import html as html_lib
-    import re
-    import subprocess
-
     md = write_report(constrained_experiment, window=5).read_text()
     header = next(line for line in md.splitlines() if line.startswith("| algorithm"))
     assert header.endswith("| best measured within the hard targets |")
@@ -229,14 +231,7 @@ def test_a_constrained_experiment_gets_pareto_plots_in_chromium(constrained_expe
         assert line.endswith(f"| {mean:.4g} ± {std:.2g} (2/2 seeds found one) |"), line
     assert "![pareto flops m](pareto_flops_m.png)" in md and "![pareto params m](pareto_params_m.png)" in md
 
-    browser = chromium()
-    page = tmp_path / "probe.html"
-    page.write_text((constrained_experiment / "report.html").read_text().replace("</body>", PROBE + "</body>"))
-    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120)
-    match = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
-    assert match, dom.stderr[-2000:]
-    seen = json.loads(html_lib.unescape(match.group(1)))
+    seen = probe_in_chromium(chromium(), constrained_experiment / "report.html", tmp_path)
     assert [i[0] for i in seen["images"]] == ["reward_curves", "best_curves", "pareto_flops_m", "pareto_params_m"]
     assert all(complete and w > 300 and h > 200 for _, complete, w, h in seen["images"]), seen["images"]
     assert seen["rows"][0][-1] == "best measured within the hard targets"
