@@ -212,3 +212,33 @@ def test_a_latency_constraint_without_a_table_is_refused_at_once(tmp_path):
     assert proc.returncode == 2 and proc.stderr == (
         "raynas: error: objective.constraints.latency_ms needs objective.latency_table (--latency-table FILE), a "
         "table of op latencies: raynas profile --space SPACE --out FILE\n")
+
+
+def test_raynas_profile_writes_a_table_a_search_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    from services.cli.summary import compare_command
+    from services.inputs import check_inputs
+    from supernet_worker.latency_table import LatencyTable
+
+    out = tmp_path / "lut.json"
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "profile", "--space", "nb201", "--set",
+                           "supernet.channels=4", "--set", "objective.image_size=8", "--repeats", "2", "--warmup", "1",
+                           "--threads", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "72 ops timed" in proc.stdout and str(out) in proc.stdout
+    table = LatencyTable(out)
+    assert table.data["timing"]["threads"] == 1 and table.skeleton() == Skeleton(
+        "nb201", {}, SupernetConfig(channels=4), image_size=8)
+    space = build_space("nb201")
+    table_file = tmp_path / "t.json"
+    table_file.write_text(json.dumps({space.to_string(a): 1.0 for a in
+                                      itertools.product(*(range(d.num_choices) for d in space.decisions))}))
+    cfg = load_config(None, {"evaluator.type": "table", "evaluator.table": str(table_file), "supernet.channels": 4,
+                             "objective.image_size": 8, "objective.latency_table": str(out),
+                             "objective.constraints.latency_ms": {"target": 1.5, "mode": "hard"}})
+    check_inputs(cfg)
+    # the next command a search prints counts costs the same way
+    assert compare_command(cfg).endswith(f"--max-latency-ms 1.5 --latency-table {out} --set objective.image_size=8 "
+                                         "--set supernet.channels=4")
