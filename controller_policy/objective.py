@@ -6,7 +6,10 @@ a mode:
 - ``soft``: MnasNet's reward (Tan et al. 2019), accuracy x (cost / target) ** weight with
   weight -0.07 by default: a child twice the target loses ~5 % of its reward, one at half the
   target gains as much, so the search trades accuracy for cost smoothly around the target.
-- ``hard``: a child above the target earns ``penalty`` whatever its accuracy.
+- ``hard``: a child above the target earns ``penalty`` whatever its accuracy, lowered by how far
+  it is above (``penalty - (cost / target - 1)``, the largest excess of its hard constraints): a
+  flat penalty would give a search that has not met a child within the budget yet nothing to
+  learn from (its every reward equal), this one leads it towards the budget.
 
 Every algorithm and evaluator sees the same shaped reward; the measured one and the costs are
 kept with it (``trajectory.jsonl``). Torch- and Ray-free: the costs come from a callable the caller
@@ -51,17 +54,16 @@ class Constraints:
 
 def shaped_reward(measured: float, costs: dict[str, float], constraints: Constraints, penalty: float) -> float:
     """The reward of a child that measured ``measured`` and costs ``costs``."""
-    reward = measured
+    reward, excess = measured, 0.0
     for key, c in constraints.items():
         cost = costs[key]
         if cost <= 0:
             raise ValueError(f"a child's {key} must be positive to be shaped, got {cost}")
         if c.mode == "hard":
-            if cost > c.target:
-                return penalty
+            excess = max(excess, cost / c.target - 1)
         else:
             reward *= (cost / c.target) ** c.weight
-    return reward
+    return penalty - excess if excess > 0 else reward
 
 
 def feasible(costs: dict[str, float], constraints: Constraints) -> bool:

@@ -22,7 +22,7 @@ def _write_atomically(path: Path, content: Any) -> None:
 
 def _rank(row: dict[str, Any]) -> tuple:
     """The best row is the one with the highest reward; under an objective, one meeting every hard
-    constraint comes first, and among those that do not (all paid the same penalty) the best measured."""
+    constraint comes first (among those that do not, the highest reward is the closest to the budget)."""
     return row.get("feasible") is not False, row["reward"], row.get("measured", row["reward"])
 
 

@@ -58,7 +58,7 @@ class ObjectiveSection:
     """Searching under a budget (controller_policy/objective.py): each constraint a target and a mode."""
 
     constraints: Constraints = field(default_factory=Constraints)
-    penalty: float = 0.0  # the reward of a child above a hard target
+    penalty: float = 0.0  # the reward of a child above a hard target, less its relative excess
     # the input the costs are counted at; null: the dataset's (weight sharing) or CIFAR-10's (a table)
     in_channels: int | None = None
     image_size: int | None = None

@@ -54,7 +54,11 @@ def test_soft_and_hard_rewards_by_hand():
     assert shaped_reward(0.9, {"flops_m": 50.0}, soft, 0.0) == pytest.approx(0.9 * 2 ** 0.07)
     hard = Constraints(params_m=Constraint(target=1.0, mode="hard"))
     assert shaped_reward(0.9, {"params_m": 1.0}, hard, -1.0) == 0.9  # at the target is within it
-    assert shaped_reward(0.9, {"params_m": 1.01}, hard, -1.0) == -1.0
+    # above it: the penalty, lowered by the relative excess (the search is led back to the budget)
+    assert shaped_reward(0.9, {"params_m": 1.01}, hard, -1.0) == pytest.approx(-1.01)
+    assert shaped_reward(0.1, {"params_m": 3.0}, hard, 0.0) == pytest.approx(-2.0)
+    two_hard = Constraints(params_m=Constraint(1.0, "hard"), flops_m=Constraint(10.0, "hard"))
+    assert shaped_reward(0.9, {"params_m": 1.5, "flops_m": 30.0}, two_hard, 0.0) == pytest.approx(-2.0)  # the worst
     both = Constraints(params_m=Constraint(target=1.0, mode="hard"), flops_m=Constraint(target=10.0, weight=-0.5))
     assert shaped_reward(0.8, {"params_m": 0.5, "flops_m": 40.0}, both, 0.0) == pytest.approx(0.8 * 4 ** -0.5)
     assert feasible({"params_m": 0.5, "flops_m": 40.0}, both) and not feasible({"params_m": 2, "flops_m": 1}, both)
@@ -112,7 +116,8 @@ def test_a_tabular_search_under_a_hard_flops_budget_keeps_to_it(ray_session, mac
         assert row["measured"] == table[row["arch"]]["valid"]
         assert row["costs"] == costs(space.from_string(row["arch"]))
         assert row["feasible"] == (row["costs"]["flops_m"] <= target)
-        assert row["reward"] == (row["measured"] if row["feasible"] else -1.0)
+        assert row["reward"] == pytest.approx(row["measured"] if row["feasible"] else
+                                              -1.0 - (row["costs"]["flops_m"] / target - 1))
     best = json.loads((tmp_path / "best_arch.json").read_text())
     assert summary["best"]["feasible"] and best["costs"]["flops_m"] <= target and best["arch"] in within
     if algo == "random":
@@ -132,7 +137,8 @@ def test_a_weight_sharing_search_derives_a_child_within_a_hard_params_budget(ray
                                    "objective.constraints.params_m": {"target": target, "mode": "hard"}})
     run_search(cfg)
     rows = [json.loads(line) for line in (tmp_path / "trajectory.jsonl").read_text().splitlines()]
-    assert all(r["reward"] == (r["measured"] if r["costs"]["params_m"] <= target else 0.0) for r in rows)
+    assert all(r["reward"] == pytest.approx(r["measured"] if r["costs"]["params_m"] <= target else
+                                            -(r["costs"]["params_m"] / target - 1)) for r in rows)
     top = json.loads((tmp_path / "top_archs.json").read_text())
     assert top[0] == json.loads((tmp_path / "best_arch.json").read_text())
     assert top[0]["costs"] == costs(top[0]["actions"]) and top[0]["feasible"]  # the skeleton of the data searched

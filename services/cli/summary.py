@@ -113,8 +113,8 @@ def objective_lines(cfg: Any, best: dict[str, Any]) -> list[str]:
     lines = [f"       costs {costs}" + (f"; reward shaped from {best['measured']:.4f} measured"
                                         if "measured" in best and best["measured"] != best["reward"] else "")]
     if not best["feasible"]:
-        lines.append("WARNING no child the search saw meets every hard constraint: this one is the best of those "
-                     "that do not (raise the targets, or search longer)")
+        lines.append("WARNING no child the search saw meets every hard constraint: this one is the closest to the "
+                     "targets of those it saw (raise the targets, or search longer)")
     return lines
 
 
