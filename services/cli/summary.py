@@ -138,8 +138,11 @@ def controller_lines(cfg: Any, arch: str) -> list[str]:
                          "learned one (lower the algorithm's lr; see metrics.csv's controller_* columns)")
     space = build_space(cfg.space.name, **cfg.space.params)
     if parameter_free(space, space.from_string(arch)):
-        lines.append("WARNING the derived architecture is parameter-free (only skip, pooling or none ops): a young "
-                     "supernet scores such children best; more warm-up epochs (weight_sharing.warmup_epochs) help")
+        hard = any(c.mode == "hard" for _, c in cfg.objective.constraints.items())
+        lines.append("WARNING the derived architecture is parameter-free (only skip, pooling or none ops): "
+                     + ("this search's hard targets may allow nothing else (see its costs), or " if hard else "")
+                     + "a young supernet scores such children best; more warm-up epochs (weight_sharing.warmup_epochs) "
+                     "help")
     return lines
 
 
