@@ -31,7 +31,8 @@ against, never searched with.
 cosine schedule, scoring: e.g. ``configs/nb201-ws-cpu.yaml`` with ``--epochs 18``, its warm-up);
 ``--score-at 6,12`` also scores after those epochs (the schedule is the preset's, not cut short);
 ``--only whole,same 2`` keeps the scoring options whose label contains one of the words (or is one);
-``--sampling fair`` trains the supernet with every op of a decision equally often.
+``--sampling fair`` trains the supernet with every op of a decision equally often; ``--set KEY=VALUE``
+changes the preset, ``--gpus-per-worker`` puts the supernet on a GPU.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import ray
 from scipy.stats import kendalltau, spearmanr
 
 from controller_policy.spaces import build_space
+from services.cli.common import parse_sets
 from services.config import RetrainConfig, SpaceSection, load_config
 from services.retrain import run_retrain
 from supernet_worker.data import DataConfig
@@ -78,7 +80,7 @@ def train_and_score(args, space, params, setup, seed: int, children: list[list[i
     net, data, optim = setup
     spec = WorkerSpec(space=args.space, space_params=params, supernet=net, data=data, optim=optim, seed=seed,
                       threads=2, sampling=args.sampling)
-    pool = SupernetPool(spec, 1, num_cpus_per_worker=2)
+    pool = SupernetPool(spec, 1, num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=2)
     _, steps, _ = data_parallel_plan(optim, data.batch_size, 1, data.train_size)
     worker = pool.workers[0]
     scores: dict[int, dict[str, list[list[float]]]] = {}
@@ -150,13 +152,16 @@ def precision_at_top(scores, truth, fraction: float = 0.1) -> float:
 def setup(args, parser) -> tuple[SupernetConfig, DataConfig, OptimConfig]:
     """The supernet, data and optimiser: the preset's (``--config``) or the bench's own."""
     if args.config:
-        cfg = load_config(args.config, {"data.data_dir": args.data_dir} if args.data_dir else None)
+        overrides = parse_sets(args.set) | ({"data.data_dir": args.data_dir} if args.data_dir else {})
+        cfg = load_config(args.config, overrides)
         if cfg.space.name != args.space:
             parser.error(f"{args.config} searches {cfg.space.name}, not --space {args.space}")
         args.preset_scoring = cfg.weight_sharing.scoring
+        args.sampling = args.sampling or cfg.weight_sharing.sampling
         args.train_size, args.valid_size = cfg.data.train_size, cfg.data.valid_size
         return cfg.supernet, cfg.data, cfg.optim
     args.preset_scoring = None
+    args.sampling = args.sampling or "uniform"
     net = SupernetConfig(channels=args.channels, num_cells=1)
     optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
     data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
@@ -209,7 +214,10 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="train and score as this search preset does")
     parser.add_argument("--score-at", default="", help="also score after these epochs (comma-separated)")
     parser.add_argument("--only", default="", help="scoring options whose label contains one of these (commas)")
-    parser.add_argument("--sampling", default="uniform", choices=SAMPLINGS, help="children the supernet trains on")
+    parser.add_argument("--sampling", choices=SAMPLINGS,
+                        help="children the supernet trains on (default: --config's, else uniform)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="the supernet worker's GPU share")
     args = parser.parse_args()
     args.score_at = sorted({int(e) for e in args.score_at.split(",") if e} | {args.epochs})
     if args.score_at[0] < 1 or args.score_at[-1] > args.epochs:
@@ -218,6 +226,8 @@ def main() -> None:
     params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
     space = build_space(args.space, **params)
     net, data, optim = setup(args, parser)
+    if args.set and not args.config:
+        parser.error("--set overrides keys of --config's preset")
     if args.config and not args.ground_truth:
         parser.error("--config measures against --ground-truth (the stand-alone retraining uses the bench's sizes)")
     truth = None
