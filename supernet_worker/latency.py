@@ -113,6 +113,8 @@ def profile(skeleton: Skeleton, device: str = "cpu", timing: Timing = Timing(), 
         "timing": asdict(timing) | {"threads": torch.get_num_threads() if device == "cpu" else None},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "ops_ms": table, "fixed_ms": float(statistics.median(residuals)),
+        # ops no sampled child used (micro: a cell input's output convolution, which no child has)
+        "untimed": sorted(set(ops) - set(inputs)),
         "fit": {"children": fit_children, "residuals_ms": residuals},
     }
 

@@ -50,4 +50,9 @@ class LatencyTable:
 
     def predict(self, module_names: Iterable[str]) -> float:
         """A child's latency in ms from the names of its modules: its ops' times + the fixed part."""
-        return self.data["fixed_ms"] + sum(self.ops[name] for name in module_names if name in self.ops)
+        names = list(module_names)
+        untimed = set(self.data.get("untimed", ())).intersection(names)
+        if untimed:  # never silently free: a child holding an op the profile never met
+            raise ValueError(f"latency table {self.path} has no time for {sorted(untimed)[0]}, which this child "
+                             "holds: no child sampled while profiling used it; profile again")
+        return self.data["fixed_ms"] + sum(self.ops[name] for name in names if name in self.ops)

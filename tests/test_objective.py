@@ -174,6 +174,12 @@ def test_a_latency_table_times_every_op_and_predicts_a_child_as_their_sum(tiny_l
     expected = table["fixed_ms"] + sum(table["ops_ms"][f"stages.{s}.{int(s > 0)}.edges.{e}.{op}"]
                                        for s in range(3) for e, op in enumerate(arch) if op)
     assert model(arch)["latency_ms"] == pytest.approx(expected)
+    assert table["untimed"] == []  # every nb201 op was met while profiling
+    with_gap = dict(table, untimed=["stages.0.0.edges.5.3"])
+    gap_file = path.with_name("gap.json")
+    gap_file.write_text(json.dumps(with_gap))
+    with pytest.raises(ValueError, match="has no time for stages.0.0.edges.5.3, which this child holds"):
+        CostModel(skeleton, LatencyTable(gap_file))(arch)
 
 
 def test_a_latency_table_for_another_network_or_device_is_refused(tiny_latency_table, tmp_path):
