@@ -58,6 +58,8 @@ SPACES = {
             "clip_param": tune.choice([0.1, 0.2, 0.3]),
             "passes": tune.choice([(2, 1), (2, 2), (2, 4), (4, 1), (4, 2), (8, 1)]),
             "grad_clip": tune.choice([0.0, 1.0, 5.0]),  # 0: no clipping
+            "baseline": tune.choice(["value", "batch"]),  # a learned value vs the batch's mean reward
+            "entropy_coeff_final": tune.choice([None, 0.0]),  # None: constant; 0.0: falls to 0 over the budget
             "episodes_per_iteration": tune.choice([4, 8, 16])},
     "reinforce": {"lr": tune.loguniform(1e-4, 1e-1), "entropy_coeff": tune.loguniform(1e-4, 1e-1),
                   "baseline_decay": tune.choice([0.8, 0.9, 0.95, 0.99]),

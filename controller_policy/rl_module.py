@@ -21,7 +21,8 @@ not part of the recurrent state); a batch that does not is refused with a clear 
 than scored wrongly.
 
 The value head (PPO) reads the controller's LSTM output at each decision, detached, so the value
-loss never reshapes the policy.
+loss never reshapes the policy. With ``learned_value`` False (PPO's baseline "batch") the values are
+0 and the advantage is the terminal reward, standardised over the batch by RLlib's GAE step.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ class ControllerRLModule(TorchRLModule, ValueFunctionAPI):
         space = build_space(mc["space"], **mc.get("space_params", {}))
         self.controller = ENASController(space, ControllerConfig(**mc.get("controller", {})))
         self.uniform = bool(mc.get("uniform", False))
+        # False: PPO with baseline "batch" (no critic); GAE then reads values of 0
+        self.learned_value = bool(mc.get("learned_value", True))
         h = self.controller.config.hidden_size
         self.value_head = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 1))
 
@@ -131,6 +134,8 @@ class ControllerRLModule(TorchRLModule, ValueFunctionAPI):
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Tensor | None = None) -> Tensor:
+        if not self.learned_value:
+            return torch.zeros(batch[Columns.OBS]["step"].shape[:2], device=self.value_head[0].weight.device)
         if embeddings is None:  # GAE's value pass: the value head never trains the controller
             with torch.no_grad():
                 out, step = self._walk(batch)

@@ -9,6 +9,10 @@ from typing import Any
 ALGORITHM_NAMES = ("ppo", "reinforce", "rea", "random")
 RUNNING = "running"
 BUDGET_MODES = ("all", "unique")
+#: where PPO's advantage comes from: "value", RLlib's learned value function (GAE, gamma = lambda = 1:
+#: R - V(s_t) per decision); "batch", no critic: the terminal reward, which RLlib's GAE step
+#: standardises over the iteration's batch, so the batch's mean reward is the baseline
+PPO_BASELINES = ("value", "batch")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from controller_policy.objective import Constraints
-from controller_policy.settings import ALGORITHM_NAMES, ControllerConfig, check_budget_mode, check_reward_scale
+from controller_policy.settings import ALGORITHM_NAMES, PPO_BASELINES, ControllerConfig, check_budget_mode, check_reward_scale
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
     DEVICES, SAMPLINGS, DataConfig, OptimConfig, ScoringConfig, Skeleton, SupernetConfig, TrainSettings,
@@ -96,6 +96,9 @@ class PPOSection:
     minibatches: int | None = None
     vf_loss_coeff: float | None = None
     grad_clip: float | None = None  # clip the gradient's global norm at this; 0: no clipping; null: the default
+    # "value": advantage from a learned value function; "batch": no critic, the batch's mean reward
+    baseline: str | None = None
+    entropy_coeff_final: float | None = None  # the entropy coefficient falls linearly to this over the budget
 
 
 @dataclass
@@ -246,6 +249,12 @@ class SearchConfig:
                 value = getattr(getattr(self, section), key)
                 if value is not None and value <= 0:
                     raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+        if self.ppo.baseline is not None and self.ppo.baseline not in PPO_BASELINES:
+            raise ConfigError(f"ppo.baseline must be one of {', '.join(PPO_BASELINES)} (or null: the default), "
+                              f"got {self.ppo.baseline!r}")
+        if self.ppo.entropy_coeff_final is not None and self.ppo.entropy_coeff_final < 0:
+            raise ConfigError(f"ppo.entropy_coeff_final must be >= 0 (or null: no schedule), "
+                              f"got {self.ppo.entropy_coeff_final}")
         for section in ("ppo", "reinforce"):
             clip = getattr(self, section).grad_clip
             if clip is not None and not 0 <= clip < float("inf"):

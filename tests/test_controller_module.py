@@ -109,10 +109,13 @@ def test_reinforce_loss_counts_only_real_decisions(ray_session, tmp_path):
         algorithm.stop()
 
 
-def test_ppo_loss_is_per_architecture(ray_session, tmp_path):
+@pytest.mark.parametrize("baseline", ["value", "batch"])
+def test_ppo_loss_is_per_architecture(ray_session, tmp_path, baseline):
     """RLlib's PPO loss with every term summed over an architecture's decisions (mean over
-    architectures), plus ENAS's skip penalty per architecture: pinned by hand on a tiny batch."""
-    algorithm = build(PPOSearchConfig(algo_class=FreePPO), "enas_macro", {"num_layers": 3}, tmp_path)
+    architectures), plus ENAS's skip penalty per architecture: pinned by hand on a tiny batch
+    (with the batch baseline there is no value loss)."""
+    algorithm = build(PPOSearchConfig(algo_class=FreePPO).training(baseline=baseline), "enas_macro",
+                      {"num_layers": 3}, tmp_path)
     try:
         archs, learner, module, batch = rewarded_batch(algorithm, [0.2, 0.4, 0.6, 0.9])
         config = learner.config
@@ -125,8 +128,8 @@ def test_ppo_loss_is_per_architecture(ray_session, tmp_path):
             advantages, targets = rows(batch["advantages"]), rows(batch["value_targets"])
             values = rows(module.compute_values(batch, embeddings=fwd[Columns.EMBEDDINGS]))
         # the first minibatch step: the policy is the sampling one, ratio 1, nothing clipped
-        per_arch = (-advantages.sum(1) - config.entropy_coeff * expected.entropy
-                    + config.vf_loss_coeff * ((values - targets) ** 2).sum(1))
+        value_loss = ((values - targets) ** 2).sum(1) if baseline == "value" else 0
+        per_arch = -advantages.sum(1) - config.entropy_coeff * expected.entropy + config.vf_loss_coeff * value_loss
         hand = per_arch.mean() + config.skip_weight * expected.skip_kl.mean()
         torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-5)
     finally:
@@ -151,3 +154,44 @@ def test_running_reward_scale_sees_only_observed_rewards(ray_session, tmp_path):
         fixed.stop()
     with pytest.raises(ConfigError, match="'auto' was removed"):
         load_config(None, {"reward_scale": "auto", "evaluator.type": "table", "evaluator.table": "t.json"})
+
+
+def test_ppo_batch_baseline_is_the_standardised_terminal_reward(ray_session, tmp_path):
+    """PPO's baseline "batch" (no critic): every decision of an architecture gets the same advantage,
+    its reward standardised over the batch, and no value loss is learned; "value" (the default)
+    gives each decision R - V(s_t), which differs along an architecture."""
+    rewards = [0.2, 0.4, 0.6, 0.9]
+    for baseline in ("batch", "value"):
+        algorithm = build(PPOSearchConfig(algo_class=FreePPO).training(baseline=baseline), "nb201", {}, tmp_path)
+        try:
+            _, learner, module, batch = rewarded_batch(algorithm, rewards)
+            real = batch[Columns.LOSS_MASK].bool()
+            advantages = batch["advantages"][real].view(len(rewards), -1)
+            spread = (advantages.max(1).values - advantages.min(1).values).max().item()
+            if baseline == "value":
+                assert spread > 1e-3
+                continue
+            assert spread < 1e-6 and not learner.config.use_critic
+            assert torch.equal(module.compute_values(batch), torch.zeros(batch[Columns.REWARDS].shape))
+            # an increasing affine function of the reward (RLlib's GAE step standardises over all
+            # rows, PPO's artificial bootstrap rows included, so the shift is not the rewards' mean)
+            first, r = advantages[:, 0].double(), torch.tensor(rewards, dtype=torch.float64)
+            slopes = torch.diff(first) / torch.diff(r)
+            assert slopes.min() > 0 and torch.allclose(slopes, slopes[0].expand(3), rtol=1e-4)
+        finally:
+            algorithm.stop()
+    with pytest.raises(ValueError, match="baseline must be one of value, batch"):
+        PPOSearchConfig().training(baseline="ema")
+
+
+def test_ppo_entropy_coefficient_falls_linearly_over_the_budget(ray_session, tmp_path):
+    config = PPOSearchConfig(algo_class=FreePPO).training(entropy_coeff=0.08, entropy_coeff_final=0.0)
+    config.search(space="nb201", evaluator=None, budget=24, episodes_per_iteration=6, out_dir=str(tmp_path))
+    algorithm = config.debugging(seed=3, log_level="ERROR").build_algo()
+    try:
+        coeffs = [algorithm.train()["learners"]["default_policy"]["curr_entropy_coeff"] for _ in range(4)]
+        # after k of 4 iterations, k quarters of the budget's decisions are sampled
+        assert coeffs == pytest.approx([0.06, 0.04, 0.02, 0.0], abs=1e-6)
+    finally:
+        algorithm.stop()
+    assert PPOSearchConfig().training(entropy_coeff=0.08).entropy_schedule() == 0.08

@@ -163,3 +163,24 @@ def test_grad_clip_zero_means_no_clipping_and_negative_is_refused(tmp_path):
     assert algorithm_config(load_config(None, {**table, "ppo.grad_clip": 2.5}), str(tmp_path)).grad_clip == 2.5
     with pytest.raises(ConfigError, match=r"reinforce.grad_clip must be a finite number >= 0 \(0: no clipping\)"):
         load_config(None, {**table, "reinforce.grad_clip": -1})
+
+
+def test_ppo_baseline_and_entropy_schedule_reach_the_algorithm_and_are_checked(tmp_path):
+    from services.search import algorithm_config
+
+    table = {"algo": "ppo", "evaluator.type": "table", "evaluator.table": "t.json", "budget": 50}
+    built = algorithm_config(load_config(None, {**table, "ppo.baseline": "batch", "ppo.entropy_coeff": 0.05,
+                                                "ppo.entropy_coeff_final": 0.01}), str(tmp_path))
+    assert built.baseline == "batch" and built.use_critic is False
+    assert built.get_default_rl_module_spec().model_config["learned_value"] is False
+    assert built.entropy_schedule() == [[0, 0.05], [50 * 6, 0.01]]  # NAS-Bench-201: 6 decisions per cell
+    default = algorithm_config(load_config(None, table), str(tmp_path))
+    assert default.baseline == "batch" and not default.use_critic
+    assert default.entropy_schedule() == default.entropy_coeff
+    # noisy rewards keep the learned value (their own tuned defaults)
+    noisy = algorithm_config(load_config(None, {**table, "evaluator.noise": 2.0}), str(tmp_path))
+    assert noisy.baseline == "value" and noisy.use_critic
+    with pytest.raises(ConfigError, match=r"ppo.baseline must be one of value, batch .*got 'ema'"):
+        load_config(None, {**table, "ppo.baseline": "ema"})
+    with pytest.raises(ConfigError, match=r"ppo.entropy_coeff_final must be >= 0"):
+        load_config(None, {**table, "ppo.entropy_coeff_final": -0.1})
