@@ -34,6 +34,10 @@ def test_grayscale_arrays(tmp_path):
     np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
     loaded = load_arrays(tmp_path)
     assert loaded.channels == 1 and loaded.image_size == 28 and loaded.num_classes == 4
+    # the config's shape (what costs are counted at) agrees, read from the files' headers
+    assert DataConfig(data_dir=str(tmp_path)).shape() == (1, 28, 4)
+    np.savez_compressed(tmp_path / "test.npz", x=data.x_test, y=np.full_like(data.y_test, 6))
+    assert DataConfig(data_dir=str(tmp_path)).shape() == (1, 28, 7)
 
 
 @pytest.mark.parametrize("setup,message", [
