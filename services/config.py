@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 
 from controller_policy.objective import Constraints
-from controller_policy.settings import ALGORITHM_NAMES, PPO_BASELINES, ControllerConfig, check_budget_mode, check_reward_scale
+from controller_policy.settings import (
+    ALGORITHM_NAMES, PPO_BASELINES, ControllerConfig, check_budget_mode, check_reward_scale,
+)
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
     DEVICES, SAMPLINGS, DataConfig, OptimConfig, ScoringConfig, Skeleton, SupernetConfig, TrainSettings,

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
-
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
@@ -20,16 +19,17 @@ from .search import SearchAlgorithmMixin, SearchConfigMixin
 class PPOSearchConfig(SearchConfigMixin, PPOConfig):
     """PPO defaults for architecture episodes: gamma = lambda = 1 (the value target of every
     decision is the terminal reward); no critic (``baseline`` "batch": each architecture's
-    advantage is its reward standardised over the iteration's batch); lr 0.0025, entropy_coeff 0.085, clip 0.2, 4 epochs over 2
-    minibatches of each iteration's 8 episodes (``ppo_minibatches``; RLlib's ``minibatch_size``
-    follows it), gradients clipped at global norm 5. Tuned by bench/tune_controllers.py on
-    NAS-Bench-201's ImageNet16-120 table (24 Tune trials, as every algorithm gets, on tuning seeds
-    1000-1002 and a generated landscape; the 3 best scored again on seeds 1100-1107; at most 8
-    gradient passes per iteration, the controller's time budget); bench/search_strategies.py reports
-    on seeds 0-9. The batch baseline beat the learned value on three disjoint sets of tuning seeds
-    (1100-1119, 1140-1179, 1180-1219: mean -log10 rank of the best at 200 evaluations -0.58 / -0.61 /
-    -0.62 against -0.79 / -0.74 / -0.75; README). ``noisy_reward_defaults`` replace them when rewards are noisy (weight sharing, a
-    table with ``evaluator.noise``).
+    advantage is its reward standardised over the iteration's batch); lr 0.0025, entropy_coeff
+    0.085, clip 0.2, 4 epochs over 2 minibatches of each iteration's 8 episodes
+    (``ppo_minibatches``; RLlib's ``minibatch_size`` follows it), gradients clipped at global norm 5.
+    Tuned by bench/tune_controllers.py on NAS-Bench-201's ImageNet16-120 table (24 Tune trials, as
+    every algorithm gets, on tuning seeds 1000-1002 and a generated landscape; the 3 best scored
+    again on seeds 1100-1107; at most 8 gradient passes per iteration, the controller's time
+    budget); bench/search_strategies.py reports on seeds 0-9. The batch baseline beat the learned
+    value on three disjoint sets of tuning seeds (1100-1119, 1140-1179, 1180-1219: mean -log10 rank
+    of the best at 200 evaluations -0.58 / -0.61 / -0.62 against -0.79 / -0.74 / -0.75; README).
+    ``noisy_reward_defaults`` replace them when rewards are noisy (weight sharing, a table with
+    ``evaluator.noise``).
     """
 
     # bench/tune_controllers.py --noisy (16 trials per algorithm, the 3 best and the table defaults
@@ -59,9 +59,9 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
 
     def training(self, *, ppo_minibatches: int | Any = None, baseline: str | Any = None,
                  entropy_coeff_final: float | Any = NotProvided, **kwargs) -> "PPOSearchConfig":
-        """Beyond PPOConfig's: ``ppo_minibatches`` per iteration, ``baseline`` (see ``PPO_BASELINES``) and
-        ``entropy_coeff_final``: the entropy coefficient falls linearly from ``entropy_coeff`` to this
-        over the search's budget (None: constant)."""
+        """Beyond PPOConfig's: ``ppo_minibatches`` per iteration, ``baseline`` (see
+        ``PPO_BASELINES``) and ``entropy_coeff_final``: the entropy coefficient falls linearly from
+        ``entropy_coeff`` to this over the search's budget (None: constant)."""
         super().training(**kwargs)
         if ppo_minibatches is not None:
             self.ppo_minibatches = ppo_minibatches
