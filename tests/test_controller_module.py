@@ -158,8 +158,8 @@ def test_running_reward_scale_sees_only_observed_rewards(ray_session, tmp_path):
 
 def test_ppo_batch_baseline_is_the_standardised_terminal_reward(ray_session, tmp_path):
     """PPO's baseline "batch" (no critic): every decision of an architecture gets the same advantage,
-    its reward standardised over the batch, and no value loss is learned; "value" (the default)
-    gives each decision R - V(s_t), which differs along an architecture."""
+    its reward standardised over the batch, and no value loss is learned; "value" (the noisy-reward
+    default) gives each decision R - V(s_t), which differs along an architecture."""
     rewards = [0.2, 0.4, 0.6, 0.9]
     for baseline in ("batch", "value"):
         algorithm = build(PPOSearchConfig(algo_class=FreePPO).training(baseline=baseline), "nb201", {}, tmp_path)
@@ -182,6 +182,8 @@ def test_ppo_batch_baseline_is_the_standardised_terminal_reward(ray_session, tmp
             algorithm.stop()
     with pytest.raises(ValueError, match="baseline must be one of value, batch"):
         PPOSearchConfig().training(baseline="ema")
+    with pytest.raises(ValueError, match="use_critic True contradicts baseline 'batch'"):
+        PPOSearchConfig().training(use_critic=True).validate()
 
 
 def test_ppo_entropy_coefficient_falls_linearly_over_the_budget(ray_session, tmp_path):
