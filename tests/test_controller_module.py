@@ -182,8 +182,9 @@ def test_ppo_batch_baseline_is_the_standardised_terminal_reward(ray_session, tmp
             algorithm.stop()
     with pytest.raises(ValueError, match="baseline must be one of value, batch"):
         PPOSearchConfig().training(baseline="ema")
-    with pytest.raises(ValueError, match="use_critic True contradicts baseline 'batch'"):
-        PPOSearchConfig().training(use_critic=True).validate()
+    # RLlib's own switch is the one state: set either way, the module follows it
+    assert PPOSearchConfig().training(use_critic=True).baseline == "value"
+    assert PPOSearchConfig().training(use_critic=True).get_default_rl_module_spec().model_config["learned_value"]
 
 
 def test_ppo_entropy_coefficient_falls_linearly_over_the_budget(ray_session, tmp_path):

@@ -52,8 +52,7 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
         self.vf_clip_param = float("inf")
         self.grad_clip = 5.0
         self.ppo_minibatches = 2
-        self.baseline = "batch"
-        self.use_critic = False
+        self.use_critic = False  # baseline "batch"
         self.entropy_coeff_final: float | None = None  # None: entropy_coeff throughout
         self._init_search()
 
@@ -69,17 +68,15 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
         if baseline is not None:
             if baseline not in PPO_BASELINES:
                 raise ValueError(f"ppo baseline must be one of {', '.join(PPO_BASELINES)}, got {baseline!r}")
-            self.baseline = baseline
             self.use_critic = baseline == "value"
         if entropy_coeff_final is not NotProvided:
             self.entropy_coeff_final = entropy_coeff_final
         return self
 
-    def validate(self) -> None:
-        super().validate()
-        if self.use_critic != (self.baseline == "value"):
-            raise ValueError(f"use_critic {self.use_critic} contradicts baseline {self.baseline!r}: set the "
-                             "baseline (training(baseline=...)), which sets use_critic")
+    @property
+    def baseline(self) -> str:
+        """RLlib's ``use_critic`` in the project's words (see ``PPO_BASELINES``)."""
+        return "value" if self.use_critic else "batch"
 
     def entropy_schedule(self) -> float | list[list[float]]:
         """``entropy_coeff``, or RLlib's schedule of it over the budget's decisions (env steps)."""
@@ -90,7 +87,7 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         spec = super().get_default_rl_module_spec()
-        spec.model_config["learned_value"] = self.baseline == "value"
+        spec.model_config["learned_value"] = self.use_critic
         return spec
 
     def _sync_env(self) -> None:
