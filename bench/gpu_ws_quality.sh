@@ -18,7 +18,8 @@ PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
 RAYNAS=${RAYNAS:-$([ -x .venv/bin/raynas ] && echo .venv/bin/raynas || echo raynas)}
 DATA_DIR=${1:?usage: bash bench/gpu_ws_quality.sh DATA_DIR [SAMPLE_JSON]}
 SAMPLE=${2:-../shared/data/nb201-sample/cifar10_1000.json}
-OUT=${OUT:-$(mktemp -d -t gpu-ws-quality-XXXX)}
+# where every log and trial goes (kept: runs/ is the project's output folder; a device host sets OUT)
+OUT=${OUT:-runs/gpu-ws-quality-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -f "$SAMPLE" ] || { echo "no sample table at $SAMPLE (give it as the second argument)"; exit 2; }

@@ -225,9 +225,9 @@ def main() -> None:
     args.only = [w for w in args.only.split(",") if w]
     params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
     space = build_space(args.space, **params)
-    net, data, optim = setup(args, parser)
     if args.set and not args.config:
         parser.error("--set overrides keys of --config's preset")
+    net, data, optim = setup(args, parser)
     if args.config and not args.ground_truth:
         parser.error("--config measures against --ground-truth (the stand-alone retraining uses the bench's sizes)")
     truth = None
