@@ -79,7 +79,7 @@ def train_and_score(args, space, params, setup, seed: int, children: list[list[i
     option after each of ``args.score_at`` epochs: {epoch: {label: [draws][children]}}."""
     net, data, optim = setup
     spec = WorkerSpec(space=args.space, space_params=params, supernet=net, data=data, optim=optim, seed=seed,
-                      threads=2, sampling=args.sampling)
+                      threads=2, sampling=args.sampling, drop_path=args.drop_path)
     pool = SupernetPool(spec, 1, num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=2)
     _, steps, _ = data_parallel_plan(optim, data.batch_size, 1, data.train_size)
     worker = pool.workers[0]
@@ -158,10 +158,12 @@ def setup(args, parser) -> tuple[SupernetConfig, DataConfig, OptimConfig]:
             parser.error(f"{args.config} searches {cfg.space.name}, not --space {args.space}")
         args.preset_scoring = cfg.weight_sharing.scoring
         args.sampling = args.sampling or cfg.weight_sharing.sampling
+        args.drop_path = cfg.weight_sharing.drop_path
         args.train_size, args.valid_size = cfg.data.train_size, cfg.data.valid_size
         return cfg.supernet, cfg.data, cfg.optim
     args.preset_scoring = None
     args.sampling = args.sampling or "uniform"
+    args.drop_path = 0.0
     net = SupernetConfig(channels=args.channels, num_cells=1)
     optim = OptimConfig(lr_max=0.05, lr_min=0.001, restart_period=args.epochs, restart_mult=1)
     data = (DataConfig(source="auto", data_dir=args.data_dir, train_size=args.train_size, valid_size=args.valid_size,
@@ -256,8 +258,9 @@ def main() -> None:
 
     labels = [label for label, _, _ in variants(args)]
     how = f"as {args.config}" if args.config else f"{net.channels} channels, {data.train_size} training images"
-    print(f"\n{args.space}: supernet {args.epochs} epochs ({args.sampling} sampling; {how}) x {args.seeds} seed(s), "
-          f"{len(children)} children against {what}; rewards over {args.draws} draws of "
+    dropped = f", path dropout {args.drop_path}" if args.drop_path else ""
+    print(f"\n{args.space}: supernet {args.epochs} epochs ({args.sampling} sampling{dropped}; {how}) x "
+          f"{args.seeds} seed(s), {len(children)} children against {what}; rewards over {args.draws} draws of "
           f"{data.eval_batch_size}-image minibatches; mean ± std over seeds and draws")
     for epoch in args.score_at:
         print(f"\nafter {epoch} of {args.epochs} epochs:")

@@ -18,8 +18,8 @@ from controller_policy.settings import (
 )
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
-    DEVICES, SAMPLINGS, DataConfig, OptimConfig, ScoringConfig, Skeleton, SupernetConfig, TrainSettings,
-    data_parallel_plan,
+    DEVICES, PATH_DROPOUT_SPACES, SAMPLINGS, DataConfig, OptimConfig, ScoringConfig, Skeleton, SupernetConfig,
+    TrainSettings, data_parallel_plan,
 )
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the search and retrain presets
@@ -133,6 +133,9 @@ class WeightSharingSection:
     # the children the supernet trains on without a controller (the warm-up; REA and random throughout):
     # each drawn uniformly, or "fair": every op of each decision equally often (FairNAS)
     sampling: str = "uniform"
+    # path dropout while the supernet trains (Bender et al. 2018): each training sample loses each edge's
+    # op output (not an identity) with this probability; 0: off. Scoring always sees every path.
+    drop_path: float = 0.0
     archs_per_epoch: int = 64  # architectures the controller samples (and is rewarded for) per epoch
     train_steps: int | None = None  # shared-weight steps per epoch; None: one pass over the training split
     workers: int = 1
@@ -208,6 +211,11 @@ class SearchConfig:
                 raise ConfigError(str(exc)) from None
             if ws.sampling not in SAMPLINGS:
                 raise ConfigError(f"weight_sharing.sampling must be one of {', '.join(SAMPLINGS)}, got {ws.sampling!r}")
+            if not 0.0 <= ws.drop_path < 1.0:
+                raise ConfigError(f"weight_sharing.drop_path must lie in [0, 1), got {ws.drop_path}")
+            if ws.drop_path > 0 and self.space.name not in PATH_DROPOUT_SPACES:
+                raise ConfigError(f"weight_sharing.drop_path: the {self.space.name} supernet has no droppable paths "
+                                  f"(only {', '.join(PATH_DROPOUT_SPACES)})")
             if not 0 <= ws.warmup_epochs < ws.epochs:
                 raise ConfigError(f"weight_sharing.warmup_epochs must lie in [0, epochs = {ws.epochs}), "
                                   f"got {ws.warmup_epochs}")
@@ -289,6 +297,9 @@ class RetrainConfig:
         if not self.supernet.bn_track_running_stats:
             raise ConfigError("supernet.bn_track_running_stats must be true for retraining (test time uses "
                               "running averages)")
+        if self.supernet.drop_path > 0 and self.space.name not in PATH_DROPOUT_SPACES:
+            raise ConfigError(f"supernet.drop_path: the {self.space.name} network has no droppable paths "
+                              f"(only {', '.join(PATH_DROPOUT_SPACES)})")
         if self.data.source != "synthetic" and not self.data.data_dir:
             raise ConfigError("data.data_dir: a dataset directory is required (--data-dir DIR), or data.source: synthetic")
         return self

@@ -32,7 +32,8 @@ def algorithm_config(cfg: SearchConfig, out_dir: str):
         evaluator = None
         spec = WorkerSpec(space=cfg.space.name, space_params=cfg.space.params, supernet=cfg.supernet, data=cfg.data,
                           optim=cfg.optim, controller=cfg.controller, scoring=cfg.weight_sharing.scoring, seed=cfg.seed,
-                          threads=max(1, int(cfg.weight_sharing.cpus_per_worker)), sampling=cfg.weight_sharing.sampling)
+                          threads=max(1, int(cfg.weight_sharing.cpus_per_worker)), sampling=cfg.weight_sharing.sampling,
+                          drop_path=cfg.weight_sharing.drop_path)
         algo.weight_sharing = weight_sharing_settings(cfg.weight_sharing, spec)
     else:
         algo = ALGORITHMS[cfg.algo]()

@@ -137,6 +137,8 @@ DATA_PARALLEL_RULES = ("split_batch", "scale_lr")
 #: how a supernet phase without controller (the warm-up) draws its children: each uniformly, or
 #: "fair": every op of each decision trained equally often (Space.sample_balanced)
 SAMPLINGS = ("uniform", "fair")
+#: the spaces whose supernets drop paths (``drop_path``: NB201's edges, ENAS micro's op paths)
+PATH_DROPOUT_SPACES = ("nb201", "enas_micro")
 
 
 @dataclass

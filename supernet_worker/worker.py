@@ -40,10 +40,13 @@ class WorkerSpec:
     seed: int = 0
     threads: int = 1  # torch CPU threads per worker
     sampling: str = "uniform"  # the children of a phase without controller (SAMPLINGS)
+    drop_path: float = 0.0  # while the supernet trains: each sample drops each edge's op output with this probability
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"drop_path must lie in [0, 1), got {self.drop_path}")
 
 
 SAMPLE_CHUNK = 1024  # architectures per batched controller walk on a worker
@@ -136,6 +139,7 @@ class SupernetWorker:
         """Train until the global step ``until_step``; the cosine schedule runs in epochs.
         Loss and accuracy stay on the device until the phase ends."""
         self.net.train()
+        self.net.set_drop_path(self.spec.drop_path)
         archs = self.sample_archs(max(0, until_step - self.global_step))
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -154,6 +158,7 @@ class SupernetWorker:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+        self.net.set_drop_path(0.0)  # scoring and batch-norm re-calibration see every path
         return {"loss": loss_sum.item() / seen if seen else float("nan"),
                 "accuracy": correct.item() / seen if seen else float("nan"), "images": seen,
                 "global_step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"]}

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from controller_policy.spaces import build_space
-from services.config import RetrainConfig, load_config
+from services.config import ConfigError, RetrainConfig, load_config
 from services.retrain import run_retrain
 from services.show import draw
 from supernet_worker.retrain import load_model
@@ -210,3 +210,11 @@ def test_a_failing_worker_is_one_error_line_and_a_missing_data_dir_is_caught_fir
     with pytest.raises(SystemExit) as exc:
         main(["retrain", str(path), "--config", str(config), "--gpus", "2", "--workers", "4"])
     assert exc.value.code == 2 and "--gpus N runs N workers with a GPU each" in capsys.readouterr().err
+
+
+def test_path_dropout_on_a_network_without_droppable_paths_is_refused():
+    with pytest.raises(ConfigError, match="supernet.drop_path: the enas_macro network has no droppable paths"):
+        load_config(None, {**TINY, "supernet": {**TINY["supernet"], "drop_path": 0.2}}, RetrainConfig)
+    cfg = load_config(None, {**TINY, "space.name": "nb201", "space.params": {},
+                             "supernet": {"channels": 4, "bn_track_running_stats": True, "drop_path": 0.2}}, RetrainConfig)
+    assert cfg.supernet.drop_path == 0.2  # NB201's edges drop paths now (they ignored it before)

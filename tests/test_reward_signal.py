@@ -82,10 +82,43 @@ def test_fixed_batches_are_the_same_on_every_shard_and_leave_the_position_alone(
         a.fixed_batches(0, 6)
 
 
-def _worker(scoring: ScoringConfig) -> SupernetWorker:
+def _worker(scoring: ScoringConfig, drop_path: float = 0.0) -> SupernetWorker:
     spec = WorkerSpec(space="nb201", supernet=SupernetConfig(channels=4), scoring=scoring,
-                      data=DataConfig(**{**TINY_DATA, "eval_batch_size": 8}))
+                      data=DataConfig(**{**TINY_DATA, "eval_batch_size": 8}), drop_path=drop_path)
     return SupernetWorker(spec, rank=0)
+
+
+def test_nb201_path_dropout_zeroes_whole_samples_of_an_edge_in_training_only():
+    net, _ = _net_and_batches()
+    cell = net.stages[0][0]
+    h = torch.randn(64, 4, 8, 8)  # what the first cell receives (4 channels)
+    net.set_drop_path(0.5)
+    with torch.no_grad():
+        torch.manual_seed(2)
+        dropped = cell._edge(0, "3", h)  # edge 0 is a 3x3 convolution in ARCH
+        intact = cell.edges[0]["3"](h)
+        lost = dropped.flatten(1).abs().sum(1) == 0
+        assert 10 < int(lost.sum()) < 54  # about half of 64 samples lose the path ...
+        assert torch.allclose(dropped[~lost], 2 * intact[~lost])  # ... the others are scaled by 1 / keep
+        assert torch.equal(cell._edge(1, "1", h), h)  # a skip connection is never dropped
+        assert not torch.equal(net(h.new_ones(8, 3, 8, 8), ARCH), net(h.new_ones(8, 3, 8, 8), ARCH))
+        net.eval()  # scoring: every path, deterministic
+        assert torch.allclose(cell._edge(0, "3", h), intact)
+        assert torch.equal(net(h.new_ones(8, 3, 8, 8), ARCH), net(h.new_ones(8, 3, 8, 8), ARCH))
+
+
+def test_worker_drops_paths_while_training_and_scores_with_every_path(ray_session):
+    worker = _worker(ScoringConfig(), drop_path=0.3)
+    seen = []  # the cell's drop probability at every forward
+    cell = worker.net.stages[0][0]
+    cell.register_forward_hook(lambda m, i, o: seen.append((m.training, m.drop_prob)))
+    worker.train(until_step=2, steps_per_epoch=2)
+    assert seen == [(True, 0.3)] * 2
+    seen.clear()
+    worker.evaluate([ARCH], full=True)
+    assert seen and all(p == (False, 0.0) for p in seen)
+    with pytest.raises(ValueError, match=r"drop_path must lie in \[0, 1\), got 1.0"):
+        WorkerSpec(space="nb201", drop_path=1.0)
 
 
 def test_worker_scores_on_several_or_the_same_minibatches(ray_session):
@@ -133,6 +166,9 @@ def test_worker_recalibrates_each_child_only_when_asked(ray_session):
     ({"weight_sharing.warmup_epochs": 2}, r"weight_sharing.warmup_epochs must lie in \[0, epochs = 2\), got 2"),
     ({"weight_sharing.warmup_epochs": -1}, r"must lie in \[0, epochs = 2\), got -1"),
     ({"weight_sharing.sampling": "fairnas"}, r"weight_sharing.sampling must be one of uniform, fair, got 'fairnas'"),
+    ({"weight_sharing.drop_path": 1.0}, r"weight_sharing.drop_path must lie in \[0, 1\), got 1.0"),
+    ({"weight_sharing.drop_path": 0.1, "space.name": "enas_macro"},
+     "weight_sharing.drop_path: the enas_macro supernet has no droppable paths"),
     ({"weight_sharing.scoring": {"reward_batches": 0}}, "weight_sharing.scoring.reward_batches must be >= 1"),
     ({"weight_sharing.scoring": {"bn_calibration_batches": 9}},
      r"bn_calibration_batches \(9 x data.batch_size 16\) exceeds data.train_size \(128\)"),

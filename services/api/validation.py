@@ -46,7 +46,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "weight_sharing.cpus_per_worker": (0, 256), "weight_sharing.max_restarts": (0, 100),
     "weight_sharing.derive_samples": (1, 100_000), "weight_sharing.top_k": (1, 1000),
     "weight_sharing.checkpoint_every": (1, 10_000), "weight_sharing.scoring.reward_batches": (1, 1000),
-    "weight_sharing.scoring.bn_calibration_batches": (0, 1000),
+    "weight_sharing.scoring.bn_calibration_batches": (0, 1000), "weight_sharing.drop_path": (0, 1),
     "supernet.channels": (2, 1024), "supernet.num_cells": (1, 64), "supernet.dropout": (0, 1),
     "supernet.drop_path": (0, 1),
     "data.train_size": (1, 10_000_000), "data.valid_size": (1, 10_000_000), "data.split_seed": (0, 2**31 - 1),

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from controller_policy.spaces import NB201Space
 from controller_policy.spaces.nb201 import NB201_EDGES, NB201_NODES
 
-from ..ops import ResNetBasicBlock, batch_norm, build_nb201_op, stem
+from ..ops import ResNetBasicBlock, batch_norm, build_nb201_op, drop_path, stem
 from .base import Supernet, SupernetConfig
 
 
@@ -21,11 +21,19 @@ class NB201Cell(nn.Module):
             choices = range(len(space.ops)) if fixed is None else [fixed[e]]
             ops = {str(o): build_nb201_op(space.ops[o], c, track) for o in choices}
             self.edges.append(nn.ModuleDict({k: m for k, m in ops.items() if m is not None}))
+        self.drop_prob = 0.0  # set through Supernet.set_drop_path (retraining; supernet training's drop_path)
+
+    def _edge(self, e: int, op: str, x: Tensor) -> Tensor:
+        module = self.edges[e][op]
+        h = module(x)
+        if self.training and self.drop_prob > 0 and not isinstance(module, nn.Identity):
+            h = drop_path(h, self.drop_prob)
+        return h
 
     def forward(self, x: Tensor, arch: Sequence[int]) -> Tensor:
         nodes = [x]
         for i in range(1, NB201_NODES):
-            terms = [self.edges[e][str(arch[e])](nodes[j])
+            terms = [self._edge(e, str(arch[e]), nodes[j])
                      for e, (to, j) in enumerate(NB201_EDGES) if to == i and str(arch[e]) in self.edges[e]]
             nodes.append(sum(terms) if terms else torch.zeros_like(x))
         return nodes[-1]
