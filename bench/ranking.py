@@ -33,6 +33,12 @@ cosine schedule, scoring: e.g. ``configs/nb201-ws-cpu.yaml`` with ``--epochs 18`
 ``--only whole,same 2`` keeps the scoring options whose label contains one of the words (or is one);
 ``--sampling fair`` trains the supernet with every op of a decision equally often; ``--set KEY=VALUE``
 changes the preset, ``--gpus-per-worker`` puts the supernet on a GPU.
+
+``--few-shot-edge E --few-shot-at S`` adds few-shot NAS (Zhao et al. 2021) at the same compute: after S
+epochs the supernet is copied into one sub-supernet per op of edge E, each trained on children with that
+op on E for an equal share of the remaining epochs' steps (so S + the shares = ``--epochs``), and each
+child is scored on the whole validation split by its own sub-supernet (row "few-shot …" at the last
+epoch, beside the one-shot supernet trained all ``--epochs``).
 """
 from __future__ import annotations
 
@@ -55,7 +61,9 @@ from supernet_worker.data import DataConfig
 from supernet_worker.pool import SupernetPool
 from supernet_worker.retrain import TrainSettings
 from supernet_worker.supernets import SupernetConfig
-from supernet_worker.worker import SAMPLINGS, OptimConfig, ScoringConfig, WorkerSpec, data_parallel_plan
+from supernet_worker.worker import (
+    SAMPLINGS, OptimConfig, ScoringConfig, SupernetWorker, WorkerSpec, data_parallel_plan,
+)
 
 CALIBRATION = 8  # training minibatches that re-estimate a child's batch-norm statistics
 #: (label, scoring, whole validation split?) in the order printed
@@ -88,6 +96,8 @@ def train_and_score(args, space, params, setup, seed: int, children: list[list[i
         stats = pool.train(epoch * steps, steps)[0]
         print(f"seed {seed}: supernet epoch {epoch}/{args.epochs}: loss {stats['loss']:.3f} "
               f"acc {stats['accuracy']:.3f} [{time.time() - started:.0f}s]", flush=True)
+        if epoch == args.few_shot_at:
+            few_shot = few_shot_scores(args, spec, pool.get_state(), children, steps, started)
         if epoch not in args.score_at:
             continue
         scores[epoch] = {}
@@ -99,7 +109,47 @@ def train_and_score(args, space, params, setup, seed: int, children: list[list[i
             print(f"seed {seed}, epoch {epoch}: scored {len(children)} children: {label} "
                   f"[{time.time() - started:.0f}s]", flush=True)
     pool.shutdown()
+    if args.few_shot_at:
+        scores[args.epochs][few_shot_label(args)] = [few_shot]
     return scores
+
+
+class EdgeFixedWorker(SupernetWorker):
+    """A few-shot sub-supernet: trains only children whose decision ``edge`` is ``op``."""
+
+    def __init__(self, spec: WorkerSpec, edge: int) -> None:
+        super().__init__(spec, rank=0)
+        self.edge, self.op = edge, 0
+
+    def sample_archs(self, n: int) -> list[list[int]]:
+        archs = super().sample_archs(n)
+        for arch in archs:
+            arch[self.edge] = self.op
+        return archs
+
+
+def few_shot_label(args) -> str:
+    return f"few-shot: edge {args.few_shot_edge} split at epoch {args.few_shot_at}, whole split"
+
+
+def few_shot_scores(args, spec: WorkerSpec, state: dict, children: list[list[int]], steps: int,
+                    started: float) -> list[float]:
+    """Each op of ``--few-shot-edge`` gets a copy of the supernet (``state``), trained for an equal
+    share of the steps left to ``--epochs`` on children with that op, then scores its children."""
+    worker = EdgeFixedWorker(spec, args.few_shot_edge)  # in the driver: one sub-supernet at a time
+    ops = range(worker.space.decisions[args.few_shot_edge].num_choices)
+    share = (args.epochs - args.few_shot_at) * steps // len(ops)
+    scores: list[float | None] = [None] * len(children)
+    for op in ops:
+        worker.set_state(state["shared"], state["ranks"][0])
+        worker.op = op
+        stats = worker.train(args.few_shot_at * steps + share, steps)
+        mine = [i for i, arch in enumerate(children) if arch[args.few_shot_edge] == op]
+        for i, acc in zip(mine, worker.evaluate([children[i] for i in mine], full=True)):
+            scores[i] = acc
+        print(f"few-shot: sub-supernet {op} ({share} steps, loss {stats['loss']:.3f}) scored {len(mine)} children "
+              f"[{time.time() - started:.0f}s]", flush=True)
+    return [float(x) for x in scores]
 
 
 def variants(args) -> list[tuple[str, ScoringConfig, bool]]:
@@ -220,13 +270,21 @@ def main() -> None:
                         help="children the supernet trains on (default: --config's, else uniform)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="the supernet worker's GPU share")
+    parser.add_argument("--few-shot-edge", type=int, default=0, help="the decision few-shot splits on")
+    parser.add_argument("--few-shot-at", type=int, default=0, help="split after this epoch (0: no few-shot row)")
     args = parser.parse_args()
     args.score_at = sorted({int(e) for e in args.score_at.split(",") if e} | {args.epochs})
     if args.score_at[0] < 1 or args.score_at[-1] > args.epochs:
         parser.error(f"--score-at: epochs between 1 and --epochs ({args.epochs}), got {args.score_at}")
     args.only = [w for w in args.only.split(",") if w]
+    if args.few_shot_at and not 0 < args.few_shot_at < args.epochs:
+        parser.error(f"--few-shot-at: an epoch before --epochs ({args.epochs}), got {args.few_shot_at}")
+    if args.few_shot_at and args.gpus_per_worker:
+        parser.error("--few-shot-at trains its sub-supernets in this process, on its CPU: leave --gpus-per-worker out")
     params = {"num_layers": 4} if args.space == "enas_macro" else {"num_nodes": 3} if args.space == "enas_micro" else {}
     space = build_space(args.space, **params)
+    if not 0 <= args.few_shot_edge < space.num_decisions:
+        parser.error(f"--few-shot-edge: a decision of {args.space} (0-{space.num_decisions - 1}), got {args.few_shot_edge}")
     if args.set and not args.config:
         parser.error("--set overrides keys of --config's preset")
     net, data, optim = setup(args, parser)
@@ -256,7 +314,7 @@ def main() -> None:
         what = f"NAS-Bench-201's 200-epoch {args.truth_key} accuracy ({args.ground_truth})"
     ray.shutdown()
 
-    labels = [label for label, _, _ in variants(args)]
+    labels = [label for label, _, _ in variants(args)] + ([few_shot_label(args)] if args.few_shot_at else [])
     how = f"as {args.config}" if args.config else f"{net.channels} channels, {data.train_size} training images"
     dropped = f", path dropout {args.drop_path}" if args.drop_path else ""
     print(f"\n{args.space}: supernet {args.epochs} epochs ({args.sampling} sampling{dropped}; {how}) x "
