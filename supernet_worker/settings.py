@@ -99,7 +99,7 @@ class SupernetConfig:
     dropout: float = 0.0  # before the classifier
     bn_track_running_stats: bool = False  # True for retraining a child (eval uses running averages)
     # Final-training options (ENAS's retraining of the found architecture):
-    drop_path: float = 0.0  # micro: drop probability of each non-identity op path (ramped up by the trainer)
+    drop_path: float = 0.0  # micro, nb201: drop probability of each non-identity op path (ramped up by the trainer)
     auxiliary: bool = False  # an auxiliary classifier at 2/3 depth (training returns (logits, aux_logits))
     widen_at_reduction: bool = False  # macro: double the filters at each reduction (ENAS's final macro nets)
 
