@@ -213,9 +213,7 @@ class SearchConfig:
                 raise ConfigError(f"weight_sharing.sampling must be one of {', '.join(SAMPLINGS)}, got {ws.sampling!r}")
             if not 0.0 <= ws.drop_path < 1.0:
                 raise ConfigError(f"weight_sharing.drop_path must lie in [0, 1), got {ws.drop_path}")
-            if ws.drop_path > 0 and self.space.name not in PATH_DROPOUT_SPACES:
-                raise ConfigError(f"weight_sharing.drop_path: the {self.space.name} supernet has no droppable paths "
-                                  f"(only {', '.join(PATH_DROPOUT_SPACES)})")
+            check_path_dropout("weight_sharing.drop_path", ws.drop_path, self.space.name)
             if not 0 <= ws.warmup_epochs < ws.epochs:
                 raise ConfigError(f"weight_sharing.warmup_epochs must lie in [0, epochs = {ws.epochs}), "
                                   f"got {ws.warmup_epochs}")
@@ -273,6 +271,13 @@ class SearchConfig:
         return self
 
 
+def check_path_dropout(key: str, prob: float, space: str) -> None:
+    """A drop probability only where the space's network has paths to drop (checked before torch loads;
+    ``Supernet.set_drop_path`` refuses it too)."""
+    if prob > 0 and space not in PATH_DROPOUT_SPACES:
+        raise ConfigError(f"{key}: the {space} network has no droppable paths (only {', '.join(PATH_DROPOUT_SPACES)})")
+
+
 @dataclass
 class RetrainConfig:
     """Training a found architecture from scratch (``raynas retrain``)."""
@@ -297,9 +302,7 @@ class RetrainConfig:
         if not self.supernet.bn_track_running_stats:
             raise ConfigError("supernet.bn_track_running_stats must be true for retraining (test time uses "
                               "running averages)")
-        if self.supernet.drop_path > 0 and self.space.name not in PATH_DROPOUT_SPACES:
-            raise ConfigError(f"supernet.drop_path: the {self.space.name} network has no droppable paths "
-                              f"(only {', '.join(PATH_DROPOUT_SPACES)})")
+        check_path_dropout("supernet.drop_path", self.supernet.drop_path, self.space.name)
         if self.data.source != "synthetic" and not self.data.data_dir:
             raise ConfigError("data.data_dir: a dataset directory is required (--data-dir DIR), or data.source: synthetic")
         return self

@@ -168,7 +168,7 @@ def test_worker_recalibrates_each_child_only_when_asked(ray_session):
     ({"weight_sharing.sampling": "fairnas"}, r"weight_sharing.sampling must be one of uniform, fair, got 'fairnas'"),
     ({"weight_sharing.drop_path": 1.0}, r"weight_sharing.drop_path must lie in \[0, 1\), got 1.0"),
     ({"weight_sharing.drop_path": 0.1, "space.name": "enas_macro"},
-     "weight_sharing.drop_path: the enas_macro supernet has no droppable paths"),
+     "weight_sharing.drop_path: the enas_macro network has no droppable paths"),
     ({"weight_sharing.scoring": {"reward_batches": 0}}, "weight_sharing.scoring.reward_batches must be >= 1"),
     ({"weight_sharing.scoring": {"bn_calibration_batches": 9}},
      r"bn_calibration_batches \(9 x data.batch_size 16\) exceeds data.train_size \(128\)"),

@@ -68,3 +68,30 @@ def test_child_is_independent_and_fixed():
         build_child(space, [9] * 6, config, 3, 10)
     with pytest.raises(ValueError, match="supernet.channels"):
         SupernetConfig(channels=1)
+
+
+@pytest.mark.parametrize("name,params,config", CASES, ids=IDS)
+def test_path_dropout_where_the_settings_say_and_a_clear_refusal_elsewhere(name, params, config):
+    """PATH_DROPOUT_SPACES (checked by the config before torch loads) matches the networks: a
+    supernet and a retrained child of those spaces drop paths in training; the others refuse."""
+    from supernet_worker.settings import PATH_DROPOUT_SPACES
+
+    torch.manual_seed(0)
+    space = build_space(name, **params)
+    arch = space.sample(np.random.default_rng(1))
+    for net in (build_supernet(space, config, 3, 10), build_child(space, arch, config, 3, 10)):
+        net.set_drop_path(0.0)  # always allowed
+        if name not in PATH_DROPOUT_SPACES:
+            with pytest.raises(ValueError, match=f"the {name} network has no droppable paths"):
+                net.set_drop_path(0.3)
+            continue
+        x = torch.randn(16, 3, 32, 32)
+        net.eval()
+        with torch.no_grad():
+            plain = net(x, arch)
+            net.set_drop_path(0.5)
+            assert torch.equal(net(x, arch), plain)  # scoring sees every path
+            net.train()
+            outs = [net(x, arch) for _ in range(3)]
+        outs = [o[0] if isinstance(o, tuple) else o for o in outs]
+        assert not all(torch.equal(outs[0], o) for o in outs[1:])  # training drops

@@ -54,9 +54,11 @@ class Supernet(nn.Module):
 
     def set_drop_path(self, prob: float) -> None:
         """The drop-path probability from now on (the trainer ramps it up over the epochs)."""
-        for module in self.modules():
-            if hasattr(module, "drop_prob"):
-                module.drop_prob = prob
+        droppable = [module for module in self.modules() if hasattr(module, "drop_prob")]
+        if prob > 0 and not droppable:
+            raise ValueError(f"drop_path {prob}: the {self.space.name} network has no droppable paths")
+        for module in droppable:
+            module.drop_prob = prob
 
 
 @contextmanager
