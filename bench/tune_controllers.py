@@ -60,10 +60,12 @@ SPACES = {
             "grad_clip": tune.choice([0.0, 1.0, 5.0]),  # 0: no clipping
             "baseline": tune.choice(["value", "batch"]),  # a learned value vs the batch's mean reward
             "entropy_coeff_final": tune.choice([None, 0.0]),  # None: constant; 0.0: falls to 0 over the budget
+            "elite_replay": tune.choice([0, 4]),  # the K best so far in every update (self-imitation)
             "episodes_per_iteration": tune.choice([4, 8, 16])},
     "reinforce": {"lr": tune.loguniform(1e-4, 1e-1), "entropy_coeff": tune.loguniform(1e-4, 1e-1),
                   "baseline_decay": tune.choice([0.8, 0.9, 0.95, 0.99]),
                   "grad_clip": tune.choice([0.0, 1.0, 5.0]),
+                  "elite_replay": tune.choice([0, 4]),
                   "episodes_per_iteration": tune.choice([4, 8, 16])},
     "rea": {"population_size": tune.choice([5, 10, 20, 50]),
             "tournament_size": tune.sample_from(lambda spec: int(np.random.choice(

@@ -9,7 +9,8 @@ walk of the controller with batch ``n``) and the episodes are laid out from them
 ``ArchitectureEnv``'s observations, actions, rewards (0 until the terminal step; the env's
 evaluator, when it has one, scores the batch in one call), infos with the architecture, and the
 action-distribution inputs and log-probabilities each action was drawn with. Learners, connectors
-and metrics are RLlib's own.
+and metrics are RLlib's own. ``replay`` lays out the same episodes for architectures found earlier
+(elite replay), scored by the current policy.
 """
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
 
 from .env import ArchitectureEnv
+from .evaluators import Evaluation
+from .rl_module import MASKED_LOGIT
 
 
 class ArchitectureEnvRunner(SingleAgentEnvRunner):
@@ -50,8 +54,27 @@ class ArchitectureEnvRunner(SingleAgentEnvRunner):
         log_probs = drawn["log_probs"].cpu().numpy().astype(np.float32)
         archs = actions.tolist()
         evaluations = self.arch_env.evaluator.evaluate(archs) if self.arch_env.evaluator is not None else None
+        episodes = self._episodes(actions, logits, log_probs, evaluations, started)
+        self._done_episodes_for_metrics.extend(episodes)
+        self._increase_sampled_metrics(num_episodes * num_decisions, num_episodes)
+        return episodes
+
+    def replay(self, archs: list[list[int]], rewards: list[float]) -> list[SingleAgentEpisode]:
+        """Episodes for architectures found earlier, as the current policy would take them (its
+        logits and log-probabilities of those actions), with their terminal rewards: PPO's ratio
+        starts at 1 on them. Not counted as sampled."""
+        with torch.no_grad():
+            out = self.module.controller.evaluate(archs)
+        actions = out.actions.cpu().numpy()
+        logits = out.logits.clamp(min=MASKED_LOGIT).cpu().numpy().astype(np.float32)
+        log_probs = out.log_probs.cpu().numpy().astype(np.float32)
+        return self._episodes(actions, logits, log_probs, [Evaluation(r, {}) for r in rewards], time.time())
+
+    def _episodes(self, actions: np.ndarray, logits: np.ndarray, log_probs: np.ndarray,
+                  evaluations: list | None, started: float) -> list[SingleAgentEpisode]:
+        num_decisions = self.arch_env.space.num_decisions
         episodes = []
-        for i, arch in enumerate(archs):
+        for i, arch in enumerate(actions.tolist()):
             rewards = np.zeros(num_decisions, np.float32)
             info: dict[str, Any] = {"arch": list(arch)}
             if evaluations is not None:
@@ -72,7 +95,4 @@ class ArchitectureEnvRunner(SingleAgentEnvRunner):
             # What a stepping runner's env steps would have set; get_metrics() reads the duration.
             episode._start_time, episode._last_step_time = started, time.time()
             episodes.append(episode)
-        self._done_episodes_for_metrics.extend(episodes)
-        self._increase_sampled_metrics(num_episodes * num_decisions, num_episodes)
         return episodes
-

@@ -101,6 +101,7 @@ class PPOSection:
     # "value": advantage from a learned value function; "batch": no critic, the batch's mean reward
     baseline: str | None = None
     entropy_coeff_final: float | None = None  # the entropy coefficient falls linearly to this over the budget
+    elite_replay: int | None = None  # every update also learns from the K best architectures found so far
 
 
 @dataclass
@@ -112,6 +113,7 @@ class ReinforceSection:
     baseline_decay: float | None = None
     baseline_init: float | None = None
     grad_clip: float | None = None  # clip the gradient's global norm at this; 0: no clipping; null: the default
+    elite_replay: int | None = None  # every update also learns from the K best architectures found so far
 
 
 @dataclass
@@ -267,6 +269,9 @@ class SearchConfig:
             clip = getattr(self, section).grad_clip
             if clip is not None and not 0 <= clip < float("inf"):
                 raise ConfigError(f"{section}.grad_clip must be a finite number >= 0 (0: no clipping), got {clip}")
+            elites = getattr(self, section).elite_replay
+            if elites is not None and elites < 0:
+                raise ConfigError(f"{section}.elite_replay must be >= 0 (0: none), got {elites}")
         self.objective.validate()
         return self
 

@@ -198,3 +198,67 @@ def test_ppo_entropy_coefficient_falls_linearly_over_the_budget(ray_session, tmp
     finally:
         algorithm.stop()
     assert PPOSearchConfig().training(entropy_coeff=0.08).entropy_schedule() == 0.08
+
+
+@pytest.mark.parametrize("config_class,algo_class", [(PPOSearchConfig, FreePPO), (ReinforceConfig, FreeReinforce)],
+                         ids=["ppo", "reinforce"])
+def test_elite_replay_learns_from_the_best_architectures_found_before(ray_session, tmp_path, config_class,
+                                                                      algo_class):
+    """``elite_replay`` K: every update also sees the K best architectures of earlier batches (not
+    those of its own batch), taken as the current policy would take them, with their rewards scaled
+    as the batch's; the list survives a checkpoint."""
+    algorithm = build(config_class(algo_class=algo_class).training(elite_replay=2), "nb201", {}, tmp_path)
+    updates, update = [], algorithm._update_controller
+
+    def record(episodes):
+        controller = algorithm.env_runner.module.controller
+        archs = [[int(a) for a in ep.get_actions()] for ep in episodes]
+        with torch.no_grad():
+            current = controller.evaluate(archs).log_probs
+        updates.append({"archs": archs, "rewards": [float(ep.get_rewards()[-1]) for ep in episodes],
+                        "logp": torch.tensor(np.stack([ep.get_extra_model_outputs(Columns.ACTION_LOGP)
+                                                       for ep in episodes])),
+                        "current": current, "scale": algorithm.max_abs_reward})
+        update(episodes)
+
+    algorithm._update_controller = record
+    try:
+        for _ in range(4):
+            algorithm.train()
+        assert [len(u["archs"]) for u in updates] == [6, 8, 8, 8]  # 6 sampled, then 2 elites each
+        raw = lambda arch: float(np.mean(arch)) / 5  # noqa: E731  (FreePPO's reward)
+        for i in range(1, 4):
+            fresh, elites = updates[i]["archs"][:6], updates[i]["archs"][6:]
+            before = {tuple(a) for u in updates[:i] for a in u["archs"][:6]} - {tuple(a) for a in fresh}
+            best = sorted((raw(a) for a in before), reverse=True)[:2]
+            assert [raw(a) for a in elites] == pytest.approx(best)
+            assert all(tuple(a) in before for a in elites) and len({tuple(a) for a in elites}) == 2
+            assert updates[i]["rewards"][6:] == pytest.approx([raw(a) / updates[i]["scale"] for a in elites])
+            # drawn-with log-probs of a replayed architecture are the current policy's
+            torch.testing.assert_close(updates[i]["logp"][6:], updates[i]["current"][6:], rtol=0, atol=1e-5)
+        resumed = build(config_class(algo_class=algo_class).training(elite_replay=2), "nb201", {}, tmp_path)
+        try:
+            resumed.set_state(algorithm.get_state())
+            assert resumed.elites == algorithm.elites and len(algorithm.elites) == 2 + 6
+        finally:
+            resumed.stop()
+        # an architecture of the current batch is never replayed beside itself
+        algorithm.elites = {}
+        a, b, c = [0] * 6, [1] * 6, [2] * 6
+        assert algorithm._elite_episodes([a, b, c], [Evaluation(0.1), Evaluation(0.9), Evaluation(0.5)]) == []
+        replayed = algorithm._elite_episodes([b], [Evaluation(0.9)])
+        assert [[int(x) for x in ep.get_actions()] for ep in replayed] == [c, a]
+    finally:
+        algorithm.stop()
+
+
+def test_elite_replay_is_refused_where_it_cannot_apply():
+    from services.config import ConfigError, load_config
+
+    table = {"evaluator.type": "table", "evaluator.table": "t.json"}
+    with pytest.raises(ConfigError, match=r"ppo.elite_replay must be >= 0"):
+        load_config(None, {**table, "ppo.elite_replay": -1})
+    with pytest.raises(ConfigError, match=r"reinforce.elite_replay must be an integer"):
+        load_config(None, {**table, "algo": "reinforce", "reinforce.elite_replay": 1.5})
+    with pytest.raises(ValueError, match="elite_replay must be an integer >= 0"):
+        PPOSearchConfig().training(elite_replay=-2).search(evaluator=None).validate()

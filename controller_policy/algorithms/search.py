@@ -60,6 +60,7 @@ class SearchConfigMixin:
         self.out_dir: str | None = None
         self.reward_scale: float | str = RUNNING
         self.skip_weight = 0.0
+        self.elite_replay = 0  # set by a learning algorithm's training(elite_replay=...)
         self.weight_sharing: dict[str, Any] | None = None  # set by the weight-sharing driver (services)
         self.objective: Objective | None = None  # rewards shaped by the children's costs (objective.py)
         self.quiet_ray_logs = True  # drop RLlib/Tune messages that tell a user nothing (controller_policy.logs)
@@ -100,6 +101,10 @@ class SearchConfigMixin:
         self.rows_per_episode = build_space(self.space_name, **self.space_params).num_decisions + 1
         self.train_batch_size_per_learner = self.episodes_per_iteration * self.rows_per_episode
 
+    def minibatch_size_for(self, num_episodes: int) -> int | None:
+        """RLlib's ``minibatch_size`` (rows) for an update on ``num_episodes`` episodes."""
+        return self.minibatch_size
+
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
             module_class=ControllerRLModule,
@@ -116,6 +121,8 @@ class SearchConfigMixin:
         if self.episodes_per_iteration < 1:
             raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         check_reward_scale(self.reward_scale)
+        if not isinstance(self.elite_replay, int) or isinstance(self.elite_replay, bool) or self.elite_replay < 0:
+            raise ValueError(f"elite_replay must be an integer >= 0, got {self.elite_replay!r}")
         check_budget_mode(self.budget_mode, weight_sharing=self.weight_sharing is not None)
 
 
@@ -146,6 +153,7 @@ class SearchAlgorithmMixin:
         self.space = build_space(self.config.space_name, **self.config.space_params)
         self.evaluator = build_evaluator(self.space, self.config.evaluator_config, seed=self.config.seed or 0)
         self.max_abs_reward = 0.0  # over the rewards observed so far (reward_scale: running)
+        self.elites: dict[tuple[int, ...], float] = {}  # the best rewards found so far (elite_replay)
         self.phase_seconds = dict.fromkeys(CONTROLLER_PHASES, 0.0)  # of the current iteration (epoch)
         meta = {"algo": self.search_algo_name, "seed": self.config.seed, "budget": self.config.budget,
                 "budget_mode": self.config.budget_mode, "space": self.space.name}
@@ -161,12 +169,14 @@ class SearchAlgorithmMixin:
             self.policy_monitor = PolicyMonitor(initial, seed=self.config.seed or 0)
             self.policy_monitor.measure(initial)  # the first update's change is measured against this
 
-    def scaled_rewards(self, evaluations: list[Evaluation]) -> list[float]:
-        """The rewards the learner sees (``reward_scale``; ``running`` sees only observed rewards)."""
+    def scaled_rewards(self, evaluations: list[Evaluation], observe: bool = True) -> list[float]:
+        """The rewards the learner sees (``reward_scale``; ``running`` sees only observed rewards;
+        ``observe`` False: rewards seen before, which do not move the running scale)."""
         rewards = [ev.reward for ev in evaluations]
         if self.config.reward_scale != RUNNING:
             return [r * float(self.config.reward_scale) for r in rewards]
-        self.max_abs_reward = max([self.max_abs_reward, *map(abs, rewards)])
+        if observe:
+            self.max_abs_reward = max([self.max_abs_reward, *map(abs, rewards)])
         return [r / self.max_abs_reward if self.max_abs_reward > 0 else r for r in rewards]
 
     @property
@@ -250,8 +260,31 @@ class SearchAlgorithmMixin:
             return
         for ep, reward in zip(episodes, self.scaled_rewards(evaluations)):
             ep.set_rewards(new_data=np.asarray(reward, np.float32), at_indices=-1)
-        self._update_controller(episodes)
+        self._update_controller(episodes + self._elite_episodes(archs, evaluations))
         self._check_policy()
+
+    def _elite_episodes(self, archs: list[list[int]], evaluations: list[Evaluation]) -> list:
+        """Self-imitation (``elite_replay`` K): episodes for the K best architectures found before
+        this batch and not in it, as the current policy would take them, with their rewards (scaled
+        as the batch's). They join the update like sampled episodes, so an algorithm's own loss and
+        baseline treat them: PPO's ratio starts at 1 on them and its batch standardisation ranks them
+        with the new ones. Without it the controller forgets a good architecture once its batch has
+        been learned from; regularised evolution keeps mutating its best."""
+        k = self.config.elite_replay
+        if k <= 0:
+            return []
+        fresh = {tuple(a) for a in archs}
+        chosen = sorted(((r, key) for key, r in self.elites.items() if key not in fresh), reverse=True)[:k]
+        for arch, ev in zip(archs, evaluations):
+            key = tuple(arch)
+            self.elites[key] = max(ev.reward, self.elites.get(key, -math.inf))
+        # a later batch excludes at most its own architectures: the rest of the list can never be chosen
+        ranked = sorted(self.elites.items(), key=lambda item: item[1], reverse=True)
+        self.elites = dict(ranked[:k + self.config.episodes_per_iteration])
+        if not chosen:
+            return []
+        scaled = self.scaled_rewards([Evaluation(r) for r, _ in chosen], observe=False)
+        return self.env_runner.replay([list(key) for _, key in chosen], scaled)
 
     # -- the controller's weights and health ---------------------------------------------------
     def controller_weights(self) -> dict[str, torch.Tensor]:
@@ -277,6 +310,7 @@ class SearchAlgorithmMixin:
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)
         state[SEARCH] = {"recorder": self.recorder.state(), "max_abs_reward": self.max_abs_reward,
+                         "elites": [[list(key), reward] for key, reward in self.elites.items()],
                          "evaluator_rng": self.evaluator.rng.bit_generator.state
                          if isinstance(self.evaluator, TableEvaluator) else None,
                          "torch_rng": torch.get_rng_state(),
@@ -288,6 +322,7 @@ class SearchAlgorithmMixin:
         if SEARCH in state:
             self.recorder.restore(state[SEARCH]["recorder"])
             self.max_abs_reward = state[SEARCH].get("max_abs_reward", 0.0)
+            self.elites = {tuple(arch): reward for arch, reward in state[SEARCH].get("elites", [])}
             if state[SEARCH].get("evaluator_rng") is not None:
                 self.evaluator.rng.bit_generator.state = state[SEARCH]["evaluator_rng"]
             torch.set_rng_state(state[SEARCH]["torch_rng"])
@@ -326,7 +361,7 @@ class SearchAlgorithmMixin:
                         (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0),
                 },
                 num_epochs=self.config.num_epochs,
-                minibatch_size=self.config.minibatch_size,
+                minibatch_size=self.config.minibatch_size_for(len(episodes)),
                 shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)

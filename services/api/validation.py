@@ -36,7 +36,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "controller.op_tanh_reduce": (1e-3, 100),
     "ppo.lr": (0, 10), "ppo.entropy_coeff": (0, 100), "ppo.clip_param": (0, 10), "ppo.num_epochs": (1, 100),
     "ppo.minibatches": (1, 1000), "ppo.vf_loss_coeff": (0, 100), "ppo.grad_clip": (0, 1e6),
-    "ppo.entropy_coeff_final": (0, 100),
+    "ppo.entropy_coeff_final": (0, 100), "ppo.elite_replay": (0, 1000), "reinforce.elite_replay": (0, 1000),
     "reinforce.lr": (0, 10), "reinforce.entropy_coeff": (0, 100), "reinforce.baseline_decay": (0, 1),
     "reinforce.baseline_init": (-1e6, 1e6), "reinforce.grad_clip": (0, 1e6), "evaluator.noise": (0, 100),
     "rea.population_size": (1, 100_000), "rea.tournament_size": (1, 100_000),
