@@ -54,6 +54,11 @@ def check_budget_mode(mode: Any, weight_sharing: bool) -> None:
                          "same architecture differently as it learns, so a cache would answer with stale rewards")
 
 
+def check_elite_replay(value: Any, key: str = "elite_replay") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} must be an integer >= 0 (0: none), got {value!r}")
+
+
 def check_reward_scale(value: Any) -> None:
     if value == "auto":
         raise ValueError("reward_scale 'auto' was removed: it divided by the table's optimum, knowledge a "

@@ -14,7 +14,7 @@ import yaml
 
 from controller_policy.objective import Constraints
 from controller_policy.settings import (
-    ALGORITHM_NAMES, PPO_BASELINES, ControllerConfig, check_budget_mode, check_reward_scale,
+    ALGORITHM_NAMES, PPO_BASELINES, ControllerConfig, check_budget_mode, check_elite_replay, check_reward_scale,
 )
 from controller_policy.spaces import SPACES, build_space
 from supernet_worker.settings import (
@@ -269,9 +269,11 @@ class SearchConfig:
             clip = getattr(self, section).grad_clip
             if clip is not None and not 0 <= clip < float("inf"):
                 raise ConfigError(f"{section}.grad_clip must be a finite number >= 0 (0: no clipping), got {clip}")
-            elites = getattr(self, section).elite_replay
-            if elites is not None and elites < 0:
-                raise ConfigError(f"{section}.elite_replay must be >= 0 (0: none), got {elites}")
+            if getattr(self, section).elite_replay is not None:
+                try:
+                    check_elite_replay(getattr(self, section).elite_replay, f"{section}.elite_replay")
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
         self.objective.validate()
         return self
 

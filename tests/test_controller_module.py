@@ -256,9 +256,9 @@ def test_elite_replay_is_refused_where_it_cannot_apply():
     from services.config import ConfigError, load_config
 
     table = {"evaluator.type": "table", "evaluator.table": "t.json"}
-    with pytest.raises(ConfigError, match=r"ppo.elite_replay must be >= 0"):
+    with pytest.raises(ConfigError, match=r"ppo.elite_replay must be an integer >= 0"):
         load_config(None, {**table, "ppo.elite_replay": -1})
     with pytest.raises(ConfigError, match=r"reinforce.elite_replay must be an integer"):
         load_config(None, {**table, "algo": "reinforce", "reinforce.elite_replay": 1.5})
-    with pytest.raises(ValueError, match="elite_replay must be an integer >= 0"):
+    with pytest.raises(ValueError, match="^elite_replay must be an integer >= 0"):
         PPOSearchConfig().training(elite_replay=-2).search(evaluator=None).validate()

@@ -23,8 +23,8 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
     0.085, clip 0.2, 4 epochs over 2 minibatches of each iteration's 8 episodes
     (``ppo_minibatches``; RLlib's ``minibatch_size`` follows it), gradients clipped at global norm 5;
     every update also learns from the 4 best architectures found before its batch (``elite_replay``:
-    self-imitation, which closed half of PPO's gap to regularised evolution at 200 evaluations on
-    tuning seeds 1300-1399; README).
+    self-imitation, which about halved PPO's gap to regularised evolution at 200 evaluations on
+    tuning seeds 1300-1439; README).
     Tuned by bench/tune_controllers.py on NAS-Bench-201's ImageNet16-120 table (24 Tune trials, as
     every algorithm gets, on tuning seeds 1000-1002 and a generated landscape; the 3 best scored
     again on seeds 1100-1107; at most 8 gradient passes per iteration, the controller's time
@@ -103,12 +103,11 @@ class PPOSearchConfig(SearchConfigMixin, PPOConfig):
 
     def _sync_env(self) -> None:
         super()._sync_env()
-        # RLlib slices stateful modules' batches by sequence (= episode): whole architectures per minibatch.
-        episodes = max(1, self.episodes_per_iteration // max(1, self.ppo_minibatches))
-        self.minibatch_size = episodes * self.rows_per_episode
+        self.minibatch_size = self.minibatch_size_for(self.episodes_per_iteration)
 
     def minibatch_size_for(self, num_episodes: int) -> int:
-        # replayed elites join the batch: as many minibatches, each larger
+        # RLlib slices stateful modules' batches by sequence (= episode): whole architectures per
+        # minibatch; replayed elites join the batch, so there are as many minibatches, each larger.
         return max(1, num_episodes // max(1, self.ppo_minibatches)) * self.rows_per_episode
 
     def get_default_learner_class(self):

@@ -29,7 +29,7 @@ from ..health import PolicyMonitor
 from ..logs import quiet_ray_logs
 from ..objective import Objective
 from ..rl_module import ControllerRLModule, controller_model_config
-from ..settings import RUNNING, check_budget_mode, check_reward_scale
+from ..settings import RUNNING, check_budget_mode, check_elite_replay, check_reward_scale
 from ..spaces import SearchSpace, build_space
 from ..trajectory import TrajectoryRecorder
 
@@ -121,8 +121,7 @@ class SearchConfigMixin:
         if self.episodes_per_iteration < 1:
             raise ValueError(f"episodes_per_iteration must be >= 1, got {self.episodes_per_iteration}")
         check_reward_scale(self.reward_scale)
-        if not isinstance(self.elite_replay, int) or isinstance(self.elite_replay, bool) or self.elite_replay < 0:
-            raise ValueError(f"elite_replay must be an integer >= 0, got {self.elite_replay!r}")
+        check_elite_replay(self.elite_replay)
         check_budget_mode(self.budget_mode, weight_sharing=self.weight_sharing is not None)
 
 
